@@ -1,0 +1,83 @@
+"""The engine interface every task uses (DESIGN.md §3.2).
+
+An engine builds ``num_envs`` identical worlds from one :class:`~qmix_isaac.sim.scene.Scene` and
+exposes torch tensors on ``device`` that stay the same objects across steps:
+
+- ``root_states``  float32 [E, n_actors, 13]: pos(3), quat xyzw(4), lin vel(3), ang vel(3), all
+  in the world frame (IsaacGymEnvs layout), one row per body with a free joint;
+- ``dof_pos`` / ``dof_vel`` float32 [E, n_dof]: the 1-dof joints in ``scene.dofs`` order.
+
+``set_dof_torques`` takes joint torques [E, n_dof] (clamped to each actuator's limit, zero on
+unactuated dofs), ``simulate(n)`` advances every world ``n`` physics steps with them, and
+``refresh`` updates the views. ``set_state`` overwrites the state of the worlds selected by a
+boolean mask and leaves every other world bit-identical; it takes a mask rather than a list of
+indices so that resets never need a host sync.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .scene import Scene
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Base class: holds the common buffers; subclasses move the physics."""
+
+    name = "base"
+
+    def __init__(self, scene: Scene, num_envs: int, device: torch.device) -> None:
+        if num_envs < 1:
+            raise ValueError("num_envs must be >= 1, got %d" % num_envs)
+        self.scene = scene
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.num_actors = len(scene.actors)
+        self.num_dof = len(scene.dofs)
+        self.dt = float(scene.timestep)
+        E, device = self.num_envs, self.device
+        self.root_states = torch.zeros(E, self.num_actors, 13, device=device)
+        self.dof_pos = torch.zeros(E, self.num_dof, device=device)
+        self.dof_vel = torch.zeros(E, self.num_dof, device=device)
+        # Filled by subclasses from the model: per-dof torque limit (gear * ctrl limit; 0 where
+        # unactuated), joint limits, and the model's initial state (as set in the MJCF).
+        self.dof_effort_limit = torch.zeros(self.num_dof, device=device)
+        self.dof_lower = torch.full((self.num_dof,), -float("inf"), device=device)
+        self.dof_upper = torch.full((self.num_dof,), float("inf"), device=device)
+        self.initial_root_states = torch.zeros(self.num_actors, 13, device=device)
+        self.initial_dof_pos = torch.zeros(self.num_dof, device=device)
+
+    # -- to implement -------------------------------------------------------------------------
+    def set_dof_torques(self, torques: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def simulate(self, steps: int = 1) -> None:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def set_state(
+        self,
+        mask: torch.Tensor,
+        root_states: Optional[torch.Tensor] = None,
+        dof_pos: Optional[torch.Tensor] = None,
+        dof_vel: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Overwrite the worlds where ``mask[E]`` is True; full-size [E, ...] inputs."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- shared ---------------------------------------------------------------------------------
+    def index_of_actor(self, name: str) -> int:
+        return self.scene.actors.index(name)
+
+    def state_is_finite(self) -> torch.Tensor:
+        """bool[E]: every root and dof value of the world is finite."""
+        return torch.isfinite(self.root_states).flatten(1).all(1) & torch.isfinite(
+            torch.cat([self.dof_pos, self.dof_vel], 1)).all(1)

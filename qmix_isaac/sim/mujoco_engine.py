@@ -1,0 +1,172 @@
+"""MuJoCo engine: the MuJoCo C library stepping E worlds on CPU threads.
+
+One ``MjModel`` and a persistent :class:`mujoco.rollout.Rollout` thread pool; the state of all
+worlds lives in one float64 array ``[E, nstate]`` (``mjSTATE_FULLPHYSICS``) that torch sees
+without a copy (``torch.from_numpy``). A call to :meth:`simulate` hands that array and the
+control array to ``rollout`` (which releases the GIL and steps the worlds in C++ threads) and
+copies the last state back. The IsaacGymEnvs-layout views are gathered from it by
+:meth:`refresh`.
+
+MuJoCo's free joints carry angular velocity in the body frame and quaternions as wxyz; this
+engine converts both to the world-frame / xyzw convention of DESIGN.md §3.2 at the boundary.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .base import Engine
+from .rotations import quat_rotate, quat_rotate_inverse, wxyz_to_xyzw, xyzw_to_wxyz
+from .scene import Scene
+
+__all__ = ["MujocoEngine"]
+
+
+class MujocoEngine(Engine):
+    name = "mujoco"
+
+    def __init__(self, scene: Scene, num_envs: int, device="cpu", *, nthread: Optional[int] = None):
+        try:
+            import mujoco
+            from mujoco import rollout
+        except ImportError as exc:  # pragma: no cover - dependency of the package
+            raise ImportError("physics_engine=mujoco needs the `mujoco` package: pip install mujoco") from exc
+        super().__init__(scene, num_envs, device)
+        if self.device.type != "cpu":
+            raise ValueError("the mujoco engine simulates on the CPU; use sim_device=cpu "
+                             "(or physics_engine=newton for CUDA)")
+        self._mj = mujoco
+        self.model = mujoco.MjModel.from_xml_string(scene.xml)
+        m = self.model
+        self.nthread = int(nthread or os.cpu_count() or 1)
+        self._datas = [mujoco.MjData(m) for _ in range(self.nthread)]
+        self._models = [m] * int(num_envs)  # rollout takes one model per world (shared here)
+        self._rollout = rollout.Rollout(nthread=self.nthread)
+        self._checked = False
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self._nstate = mujoco.mj_stateSize(m, spec)
+        d0 = self._datas[0]
+        mujoco.mj_resetData(m, d0)
+        mujoco.mj_forward(m, d0)
+        s0 = np.empty(self._nstate)
+        mujoco.mj_getState(m, d0, s0, spec)
+        E = self.num_envs
+        self._state = np.tile(s0, (E, 1))                       # [E, nstate] float64
+        self._ctrl = np.zeros((E, 1, m.nu))                     # [E, 1, nu], tiled over nstep
+        self._out = {}                                          # nstep -> [E, nstep, nstate]
+        self.state64 = torch.from_numpy(self._state)            # zero-copy views
+        self._ctrl_t = torch.from_numpy(self._ctrl)[:, 0, :]
+        self.qpos = self.state64[:, 1:1 + m.nq]
+        self.qvel = self.state64[:, 1 + m.nq:1 + m.nq + m.nv]
+
+        # index maps from names
+        def jid(name):
+            i = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+            if i < 0:
+                raise ValueError("joint %r not in model" % name)
+            return i
+
+        free_q, free_v = [], []
+        for body in scene.actors:
+            b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body)
+            j = m.body_jntadr[b]
+            if j < 0 or m.jnt_type[j] != mujoco.mjtJoint.mjJNT_FREE:
+                raise ValueError("actor %r has no free joint" % body)
+            free_q.append(m.jnt_qposadr[j])
+            free_v.append(m.jnt_dofadr[j])
+        fq = torch.tensor(free_q, dtype=torch.long)
+        fv = torch.tensor(free_v, dtype=torch.long)
+        self._pos_idx = fq[:, None] + torch.arange(3)           # [n_actors, 3]
+        self._quat_idx = fq[:, None] + 3 + torch.arange(4)      # wxyz
+        self._lin_idx = fv[:, None] + torch.arange(3)
+        self._ang_idx = fv[:, None] + 3 + torch.arange(3)       # body frame in MuJoCo
+        dof_j = [jid(n) for n in scene.dofs]
+        self._dof_q = torch.tensor([m.jnt_qposadr[j] for j in dof_j], dtype=torch.long)
+        self._dof_v = torch.tensor([m.jnt_dofadr[j] for j in dof_j], dtype=torch.long)
+
+        # actuators: each must drive one of our dofs through a joint transmission
+        act_dof, gear, lo, hi = [], [], [], []
+        for a in range(m.nu):
+            if m.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT:
+                raise ValueError("actuator %d is not a joint actuator" % a)
+            j = int(m.actuator_trnid[a, 0])
+            if j not in dof_j:
+                raise ValueError("actuator %d drives a joint outside scene.dofs" % a)
+            act_dof.append(dof_j.index(j))
+            gear.append(float(m.actuator_gear[a, 0]))
+            limited = bool(m.actuator_ctrllimited[a])
+            lo.append(float(m.actuator_ctrlrange[a, 0]) if limited else -np.inf)
+            hi.append(float(m.actuator_ctrlrange[a, 1]) if limited else np.inf)
+        self._act_dof = torch.tensor(act_dof, dtype=torch.long)
+        self._gear = torch.tensor(gear, dtype=torch.float64)
+        self._ctrl_lo = torch.tensor(lo, dtype=torch.float64)
+        self._ctrl_hi = torch.tensor(hi, dtype=torch.float64)
+        self.dof_effort_limit[self._act_dof] = (self._gear * torch.maximum(
+            self._ctrl_hi.abs(), self._ctrl_lo.abs())).float()
+        for k, j in enumerate(dof_j):
+            if m.jnt_limited[j]:
+                self.dof_lower[k] = float(m.jnt_range[j, 0])
+                self.dof_upper[k] = float(m.jnt_range[j, 1])
+        self.refresh()
+        self.initial_root_states.copy_(self.root_states[0])
+        self.initial_dof_pos.copy_(self.dof_pos[0])
+
+    # ------------------------------------------------------------------------------------------
+    def set_dof_torques(self, torques: torch.Tensor) -> None:
+        ctrl = torques.to(torch.float64)[:, self._act_dof] / self._gear
+        self._ctrl_t.copy_(torch.minimum(torch.maximum(ctrl, self._ctrl_lo), self._ctrl_hi))
+
+    def simulate(self, steps: int = 1) -> None:
+        bufs = self._out.get(steps)
+        if bufs is None:  # per-substep-count output and control arrays, allocated once
+            bufs = self._out[steps] = (np.empty((self.num_envs, steps, self._nstate)),
+                                       np.empty((self.num_envs, steps, self.model.nu)))
+        out, ctrl = bufs
+        ctrl[:] = self._ctrl  # zero-order hold over the substeps
+        self._rollout.rollout(self._models, self._datas, self._state, ctrl, nstep=steps,
+                              state=out, skip_checks=self._checked)
+        self._checked = True
+        self._state[:] = out[:, -1]
+
+    def refresh(self) -> None:
+        qpos, qvel = self.qpos, self.qvel
+        quat = wxyz_to_xyzw(qpos[:, self._quat_idx])
+        ang_world = quat_rotate(quat, qvel[:, self._ang_idx])
+        rs = torch.cat([qpos[:, self._pos_idx], quat, qvel[:, self._lin_idx], ang_world], dim=-1)
+        self.root_states.copy_(rs)
+        self.dof_pos.copy_(qpos[:, self._dof_q])
+        self.dof_vel.copy_(qvel[:, self._dof_v])
+
+    def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
+        m = mask.to(torch.bool).view(-1, 1)
+        qpos = self.qpos.clone()
+        qvel = self.qvel.clone()
+        if root_states is not None:
+            rs = root_states.to(torch.float64)
+            quat = rs[..., 3:7]
+            qpos[:, self._pos_idx] = rs[..., 0:3]
+            qpos[:, self._quat_idx] = xyzw_to_wxyz(quat)
+            qvel[:, self._lin_idx] = rs[..., 7:10]
+            qvel[:, self._ang_idx] = quat_rotate_inverse(quat, rs[..., 10:13])
+        if dof_pos is not None:
+            qpos[:, self._dof_q] = dof_pos.to(torch.float64)
+        if dof_vel is not None:
+            qvel[:, self._dof_v] = dof_vel.to(torch.float64)
+        self.qpos.copy_(torch.where(m, qpos, self.qpos))
+        self.qvel.copy_(torch.where(m, qvel, self.qvel))
+        # time restarts in reset worlds; the rest of the state vector is untouched
+        self.state64[:, 0].masked_fill_(mask.to(torch.bool), 0.0)
+
+    def close(self) -> None:
+        if getattr(self, "_rollout", None) is not None:
+            self._rollout.close()
+            self._rollout = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,213 @@
+"""``MultiAgentVecTask``: the step/reset protocol shared by every task (DESIGN.md §3.1).
+
+A subclass describes its robots and props (:meth:`build_scene`), maps discrete actions to joint
+torques (:meth:`pre_physics_step`), samples start states (:meth:`sample_start_states`) and
+computes observations and named reward terms with pure tensor functions. This class owns the
+engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
+
+- ``step`` returns ``reset[E] = True`` on the LAST step of an episode, together with that
+  episode's final observation; the env is reset at the start of the NEXT step's post-physics
+  phase, so that step's transition crosses the boundary (its reward is 0 and learners mask it).
+- ``extras["time_outs"]`` marks episodes cut by the time limit (bootstrap), as opposed to
+  termination (success, failure).
+- ``extras["episode"]`` holds per-env statistics of episodes that ended this step, valid where
+  ``extras["episode"]["mask"]``: return, length, success, the task's metrics and every reward
+  term's episode sum (``"rew/<term>"``). All tensors, no Python lists.
+- Worlds whose state is non-finite (a physics blow-up) are reset at once, counted in
+  ``extras["blowups"]`` and ended as time-outs, so one bad world never poisons the others.
+
+Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from qmix_isaac.sim import make_engine
+from qmix_isaac.sim.scene import Scene
+
+__all__ = ["MultiAgentVecTask", "TaskConfigError"]
+
+
+class TaskConfigError(ValueError):
+    """A task configuration value is out of range or unknown (one-line message)."""
+
+
+def _device(name: Any) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device %s requested but CUDA is not available (use sim_device=cpu "
+                           "rl_device=cpu)" % name)
+    return dev
+
+
+class MultiAgentVecTask:
+    """Base of every multi-agent task. Subclasses set the sizes before calling ``__init__``:
+    ``num_agents``, ``num_obs``, ``num_states`` and either ``num_actions`` (flat) or
+    ``action_branches`` (a tuple of choices per branch)."""
+
+    num_agents: int
+    num_obs: int
+    num_states: int
+    num_actions: Optional[int] = None
+    action_branches: Optional[Tuple[int, ...]] = None
+    reward_terms: Tuple[str, ...] = ()
+    metric_names: Tuple[str, ...] = ()
+
+    def __init__(self, cfg: Dict[str, Any], rl_device: Any = "cpu", sim_device: Any = "cpu",
+                 graphics_device_id: int = 0, headless: bool = True,
+                 virtual_screen_capture: bool = False, force_render: bool = False) -> None:
+        self.cfg = cfg
+        env = cfg["env"]
+        self.num_envs = int(env["numEnvs"])
+        if self.num_envs < 1:
+            raise TaskConfigError("num_envs must be >= 1 (got %d)" % self.num_envs)
+        self.max_episode_length = int(env["episodeLength"])
+        if self.max_episode_length < 1:
+            raise TaskConfigError("episodeLength must be >= 1 (got %d)" % self.max_episode_length)
+        self.control_freq_inv = int(env.get("controlFrequencyInv", 1))
+        if self.control_freq_inv < 1:
+            raise TaskConfigError("controlFrequencyInv must be >= 1")
+        self.sim_device = _device(sim_device)
+        self.rl_device = _device(rl_device)
+        self.device = self.sim_device  # IsaacGymEnvs name for where the buffers live
+        self.headless = headless
+        self.graphics_device_id = graphics_device_id
+        self.physics_engine = str(cfg.get("physics_engine", "auto"))
+        seed = cfg.get("seed", 0)
+        self.rng = torch.Generator(device=self.sim_device)
+        self.rng.manual_seed(int(seed) if seed is not None and int(seed) >= 0 else 0)
+
+        self.scene = self.build_scene()
+        self.engine = make_engine(self.physics_engine, self.scene, self.num_envs, self.sim_device)
+        self.dt = self.engine.dt * self.control_freq_inv  # policy step in seconds
+
+        E, A, dev = self.num_envs, self.num_agents, self.sim_device
+        self.obs_buf = torch.zeros(E, A, self.num_obs, device=dev)
+        self.states_buf = torch.zeros(E, self.num_states, device=dev)
+        self.avail_buf = torch.ones((E, A) + self.action_shape, dtype=torch.bool, device=dev)
+        self.rew_buf = torch.zeros(E, device=dev)
+        self.reset_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self.terminated_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self.success_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self.timeout_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self.progress_buf = torch.zeros(E, dtype=torch.long, device=dev)
+        self.ep_return = torch.zeros(E, device=dev)
+        self.ep_length = torch.zeros(E, device=dev)
+        self.ep_terms = {k: torch.zeros(E, device=dev) for k in self.reward_terms}
+        self.reward_weights = {k: float(cfg["task"]["rewards"][k]) for k in self.reward_terms}
+        self.blowups = torch.zeros((), dtype=torch.long, device=dev)
+        self.metrics: Dict[str, torch.Tensor] = {k: torch.zeros(E, device=dev)
+                                                 for k in self.metric_names}
+        self.extras: Dict[str, Any] = {}
+        self._all = torch.ones(E, dtype=torch.bool, device=dev)
+
+    # ---- sizes ----------------------------------------------------------------------------------
+    @property
+    def action_shape(self) -> Tuple[int, ...]:
+        """Per-agent shape of ``avail_actions``: (K,) flat or (n_branches, max_bins) factored."""
+        if self.action_branches is not None:
+            return (len(self.action_branches), max(self.action_branches))
+        return (int(self.num_actions),)
+
+    # ---- for subclasses -------------------------------------------------------------------------
+    def build_scene(self) -> Scene:
+        raise NotImplementedError
+
+    def pre_physics_step(self, actions: torch.Tensor) -> None:
+        """Turn discrete actions into joint torques and hand them to the engine."""
+        raise NotImplementedError
+
+    def sample_start_states(self) -> Dict[str, torch.Tensor]:
+        """Full-size [E, ...] start states (``root_states``, ``dof_pos``, ``dof_vel``) and any
+        task-side state (goals); only the rows of the worlds being reset are used."""
+        raise NotImplementedError
+
+    def on_reset(self, mask: torch.Tensor, start: Dict[str, torch.Tensor]) -> None:
+        """Update task-side buffers (goal, previous distances) of the worlds in ``mask``."""
+
+    def compute_observations(self) -> None:
+        raise NotImplementedError
+
+    def compute_reward(self) -> Dict[str, torch.Tensor]:
+        """Set ``terminated_buf`` and ``success_buf``; return the named reward terms [E] (unweighted)."""
+        raise NotImplementedError
+
+    # ---- protocol -------------------------------------------------------------------------------
+    def reset(self) -> Dict[str, torch.Tensor]:
+        """Reset every world; return the first observations."""
+        self._reset_worlds(self._all)
+        self.engine.refresh()
+        self.reset_buf.zero_()
+        self.compute_observations()
+        return self._obs_dict()
+
+    def step(self, actions: torch.Tensor):
+        actions = actions.to(self.sim_device)
+        self.pre_physics_step(actions)
+        self.engine.simulate(self.control_freq_inv)
+        self.engine.refresh()
+        self.post_physics_step()
+        extras = self.extras
+        return self._obs_dict(), self.rew_buf.to(self.rl_device), \
+            self.reset_buf.to(self.rl_device), extras
+
+    def post_physics_step(self) -> None:
+        blown = ~self.engine.state_is_finite()
+        self.blowups += blown.sum()
+        was_reset = self.reset_buf | blown            # worlds reset now: the crossing step
+        self._reset_worlds(was_reset)
+        self.engine.refresh()
+        self.progress_buf += (~was_reset).long()
+        self.compute_observations()
+        terms = self.compute_reward()
+        live = (~was_reset).float()
+        rew = torch.zeros_like(self.rew_buf)
+        for name in self.reward_terms:
+            weighted = terms[name] * self.reward_weights[name] * live
+            self.ep_terms[name] += weighted
+            rew += weighted
+        self.rew_buf.copy_(rew)
+        terminated = self.terminated_buf & ~was_reset
+        self.success_buf &= ~was_reset
+        timed_out = (self.progress_buf >= self.max_episode_length) & ~terminated & ~was_reset
+        self.timeout_buf.copy_(timed_out | blown)
+        self.reset_buf.copy_(terminated | self.timeout_buf)
+        self.ep_return += rew
+        self.ep_length += live
+        self.extras = self._extras(blown)
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _reset_worlds(self, mask: torch.Tensor) -> None:
+        start = self.sample_start_states()
+        self.engine.set_state(mask, start.get("root_states"), start.get("dof_pos"),
+                              start.get("dof_vel"))
+        self.on_reset(mask, start)
+        keep = (~mask).to(self.ep_return.dtype)
+        self.progress_buf.mul_((~mask).long())
+        self.ep_return.mul_(keep)
+        self.ep_length.mul_(keep)
+        for buf in self.ep_terms.values():
+            buf.mul_(keep)
+
+    def _obs_dict(self) -> Dict[str, torch.Tensor]:
+        rl = self.rl_device
+        return {"obs": self.obs_buf.to(rl), "states": self.states_buf.to(rl),
+                "avail_actions": self.avail_buf.to(rl)}
+
+    def _extras(self, blown: torch.Tensor) -> Dict[str, Any]:
+        rl = self.rl_device
+        episode = {"mask": self.reset_buf.to(rl, copy=True),
+                   "return": self.ep_return.to(rl, copy=True),
+                   "length": self.ep_length.to(rl, copy=True),
+                   "success": self.success_buf.float().to(rl, copy=True)}
+        for k, v in self.metrics.items():
+            episode[k] = v.to(rl, copy=True)
+        for k, v in self.ep_terms.items():
+            episode["rew/" + k] = v.to(rl, copy=True)
+        return {"time_outs": self.timeout_buf.to(rl, copy=True), "episode": episode,
+                "blowups": self.blowups.to(rl, copy=True), "blown": blown.to(rl)}
+
+    def close(self) -> None:
+        self.engine.close()

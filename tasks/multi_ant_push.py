@@ -1,0 +1,283 @@
+"""MultiAntPush: Ant quadrupeds push a box too heavy for one of them to a goal on the ground.
+
+``numAnts`` Ants (8 actuated hinges each, the classic geometry in ``assets/mjcf/ant.xml``) and a
+box; the goal lies ``goalDistance`` metres from the box in a random direction. Agents are the
+ants (``agentMode: ant``; 8 factored action branches of ``actionBins`` torque levels each) or
+their legs (``agentMode: leg``, MA-MuJoCo style; 2 joints per agent, flat ``actionBins**2``
+actions).
+
+    python train.py task=MultiAntPush
+
+Observations are egocentric: each agent sees its ant's body in the ant's own frame and the box,
+the goal and its teammates in the ant's heading frame. The mixer gets a global state. Reward:
+named, weighted terms (``task.rewards``) — box progress toward the goal, success bonus,
+approach (ants closing on the box), upright, action cost, fall penalty — each term's episode sum
+reported. Episodes end on success, on an ant falling over, on the box leaving the arena, or at
+the time limit (``time_outs``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import torch
+
+from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z, yaw_from_quat
+from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
+
+from .base import MultiAgentVecTask, TaskConfigError
+
+__all__ = ["MultiAntPush", "compute_ant_push_observations", "compute_ant_push_reward",
+           "ANT_DOFS", "ANT_OBS"]
+
+ANT_DOFS = 8
+ANT_OBS = 39  # per ant, before teammates: see compute_ant_push_observations
+LEG_JOINTS = 2
+MAX_FLAT_ACTIONS = 64
+
+
+class MultiAntPush(MultiAgentVecTask):
+    reward_terms = ("box_progress", "success", "approach", "upright", "action_cost", "fall")
+    metric_names = ("final_box_dist",)
+
+    def __init__(self, cfg, rl_device="cpu", sim_device="cpu", graphics_device_id=0,
+                 headless=True, virtual_screen_capture=False, force_render=False):
+        env, task = cfg["env"], cfg["task"]
+        self.num_ants = int(env["numAnts"])
+        if self.num_ants < 1:
+            raise TaskConfigError("numAnts must be >= 1 (got %d)" % self.num_ants)
+        self.agent_mode = str(env.get("agentMode", "ant"))
+        if self.agent_mode not in ("ant", "leg"):
+            raise TaskConfigError("agentMode must be 'ant' or 'leg' (got %r)" % self.agent_mode)
+        self.bins = int(env["actionBins"])
+        if self.bins < 2:
+            raise TaskConfigError("actionBins must be >= 2 (got %d)" % self.bins)
+        joints = ANT_DOFS if self.agent_mode == "ant" else LEG_JOINTS
+        self.agents_per_ant = 1 if self.agent_mode == "ant" else ANT_DOFS // LEG_JOINTS
+        self.num_agents = self.num_ants * self.agents_per_ant
+        space = str(env.get("actionSpace", "auto"))
+        if space not in ("auto", "flat", "factored"):
+            raise TaskConfigError("actionSpace must be auto, flat or factored (got %r)" % space)
+        flat = space == "flat" or (space == "auto" and self.bins ** joints <= MAX_FLAT_ACTIONS)
+        if flat:
+            self.num_actions = self.bins ** joints
+        else:
+            self.action_branches = (self.bins,) * joints
+        self.joints_per_agent = joints
+        self.num_obs = ANT_OBS + 4 * (self.num_ants - 1) + (4 if self.agent_mode == "leg" else 0)
+        self.num_states = self.num_ants * 29 + 8
+        self.box_half = tuple(float(v) for v in task["boxHalfSize"])
+        self.goal_range = tuple(float(v) for v in task["goalDistance"])
+        self.spawn_range = tuple(float(v) for v in task["spawnDistance"])
+        self.success_radius = float(task["successRadius"])
+        self.arena_radius = float(task["arenaRadius"])
+        self.power_scale = float(task["powerScale"])
+        self.fall_up_z = float(task["fallUpZ"])
+        super().__init__(cfg, rl_device, sim_device, graphics_device_id, headless,
+                         virtual_screen_capture, force_render)
+        E, dev = self.num_envs, self.sim_device
+        e = self.engine
+        self.ant_index = torch.tensor([e.index_of_actor("ant%d_torso" % i) for i in range(self.num_ants)],
+                                      device=dev)
+        self.box_index = e.index_of_actor("box")
+        self.levels = torch.linspace(-1.0, 1.0, self.bins, device=dev)
+        self.torque_scale = e.dof_effort_limit * self.power_scale
+        self.start_dof_pos = torch.clamp(torch.zeros_like(e.dof_lower), e.dof_lower, e.dof_upper)
+        self.goal_pos = torch.zeros(E, 2, device=dev)
+        self.prev_box_dist = torch.zeros(E, device=dev)
+        self.prev_ant_dist = torch.zeros(E, device=dev)
+        self.joint_levels = torch.zeros(E, self.num_ants * ANT_DOFS, device=dev)
+        # flat action k -> per-joint bin indices (little-endian in joints)
+        self.flat_to_bins = torch.stack(
+            [(torch.arange(self.bins ** joints, device=dev) // self.bins ** j) % self.bins
+             for j in range(joints)], -1)
+
+    # ---- scene ----------------------------------------------------------------------------------
+    def build_scene(self):
+        sim, task = self.cfg["sim"], self.cfg["task"]
+        robots = [RobotPlacement("ant.xml", "torso", "ant%d_" % i, (1.5 * i, -3.0, 0.0))
+                  for i in range(self.num_ants)]
+        box = Prop("box", self.box_half, float(task["boxMass"]), float(task["boxFriction"]),
+                   (0.0, 0.0, self.box_half[2]))
+        return compose_scene(robots, [box], timestep=float(sim["dt"]),
+                             integrator=str(sim.get("integrator", "implicitfast")),
+                             floor_friction=float(sim.get("floorFriction", 0.5)))
+
+    # ---- actions --------------------------------------------------------------------------------
+    def pre_physics_step(self, actions: torch.Tensor) -> None:
+        E = self.num_envs
+        if self.action_branches is None:
+            bins = self.flat_to_bins[actions.view(E, self.num_agents)]      # [E, A, joints]
+        else:
+            bins = actions.view(E, self.num_agents, self.joints_per_agent)
+        self.joint_levels.copy_(self.levels[bins].reshape(E, -1))
+        self.engine.set_dof_torques(self.joint_levels * self.torque_scale)
+
+    # ---- resets ---------------------------------------------------------------------------------
+    def sample_start_states(self) -> Dict[str, torch.Tensor]:
+        E, N, dev, g = self.num_envs, self.num_ants, self.sim_device, self.rng
+        root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
+        root[..., 7:13] = 0.0
+        box_xy = (torch.rand(E, 2, device=dev, generator=g) - 0.5) * 0.5
+        root[:, self.box_index, 0:2] = box_xy
+        root[:, self.box_index, 2] = self.box_half[2]
+        root[:, self.box_index, 3:7] = _yaw_quat(torch.rand(E, device=dev, generator=g) * (math.pi / 2))
+        gdir = torch.rand(E, device=dev, generator=g) * 2 * math.pi
+        lo, hi = self.goal_range
+        gdist = lo + (hi - lo) * torch.rand(E, device=dev, generator=g)
+        goal = box_xy + gdist.unsqueeze(-1) * torch.stack([gdir.cos(), gdir.sin()], -1)
+        # ants spread on a ring around the box, facing random directions
+        base = torch.rand(E, 1, device=dev, generator=g) * 2 * math.pi
+        ang = base + 2 * math.pi * torch.arange(N, device=dev).view(1, N) / N \
+            + (torch.rand(E, N, device=dev, generator=g) - 0.5) * (math.pi / N)
+        lo, hi = self.spawn_range
+        radius = lo + (hi - lo) * torch.rand(E, N, device=dev, generator=g)
+        ant_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([ang.cos(), ang.sin()], -1)
+        root[:, self.ant_index, 0:2] = ant_xy
+        root[:, self.ant_index, 2] = float(self.cfg["task"]["startHeight"])
+        root[:, self.ant_index, 3:7] = _yaw_quat(torch.rand(E, N, device=dev, generator=g) * 2 * math.pi)
+        noise = float(self.cfg["task"]["dofNoise"])
+        dof_pos = self.start_dof_pos + noise * (torch.rand(E, self.engine.num_dof, device=dev, generator=g) - 0.5)
+        dof_pos = torch.max(torch.min(dof_pos, self.engine.dof_upper), self.engine.dof_lower)
+        return {"root_states": root, "dof_pos": dof_pos,
+                "dof_vel": torch.zeros(E, self.engine.num_dof, device=dev), "goal": goal}
+
+    def on_reset(self, mask, start):
+        m = mask.view(-1, 1)
+        self.goal_pos.copy_(torch.where(m, start["goal"], self.goal_pos))
+        root = start["root_states"]
+        box_xy = root[:, self.box_index, 0:2]
+        ant_xy = root[:, self.ant_index, 0:2]
+        box_d = torch.norm(start["goal"] - box_xy, dim=-1)
+        ant_d = torch.norm(ant_xy - box_xy.unsqueeze(1), dim=-1).mean(-1)
+        self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
+        self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
+        self.joint_levels.mul_((~m).float())
+
+    # ---- observations and rewards ---------------------------------------------------------------
+    def _views(self):
+        e, E = self.engine, self.num_envs
+        ants = e.root_states[:, self.ant_index]                        # [E, N, 13]
+        box = e.root_states[:, self.box_index]
+        return ants, box, e.dof_pos.view(E, self.num_ants, ANT_DOFS), \
+            e.dof_vel.view(E, self.num_ants, ANT_DOFS)
+
+    def compute_observations(self) -> None:
+        ants, box, dof_pos, dof_vel = self._views()
+        obs, states = compute_ant_push_observations(
+            torso_pos=ants[..., 0:3], torso_quat=ants[..., 3:7], torso_linvel=ants[..., 7:10],
+            torso_angvel=ants[..., 10:13], dof_pos=dof_pos, dof_vel=dof_vel,
+            dof_lower=self.engine.dof_lower.view(self.num_ants, ANT_DOFS),
+            dof_upper=self.engine.dof_upper.view(self.num_ants, ANT_DOFS),
+            box_pos=box[:, 0:3], box_linvel=box[:, 7:10], goal_pos=self.goal_pos,
+            time_left=1.0 - self.progress_buf.float() / self.max_episode_length)
+        if self.agent_mode == "leg":
+            E, N, L = self.num_envs, self.num_ants, self.agents_per_ant
+            leg_id = torch.eye(L, device=obs.device).view(1, 1, L, L).expand(E, N, L, L)
+            obs = torch.cat([obs.unsqueeze(2).expand(E, N, L, obs.shape[-1]), leg_id], -1)
+            obs = obs.reshape(E, N * L, -1)
+        self.obs_buf.copy_(obs)
+        self.states_buf.copy_(states)
+
+    def compute_reward(self) -> Dict[str, torch.Tensor]:
+        ants, box, _, _ = self._views()
+        out = compute_ant_push_reward(
+            torso_pos=ants[..., 0:3], torso_quat=ants[..., 3:7], box_pos=box[:, 0:3],
+            goal_pos=self.goal_pos, prev_box_dist=self.prev_box_dist,
+            prev_ant_dist=self.prev_ant_dist, joint_levels=self.joint_levels,
+            success_radius=self.success_radius, arena_radius=self.arena_radius,
+            fall_up_z=self.fall_up_z)
+        terms, box_dist, ant_dist, success, failure = out
+        self.prev_box_dist.copy_(box_dist)
+        self.prev_ant_dist.copy_(ant_dist)
+        self.success_buf.copy_(success)
+        self.terminated_buf.copy_(success | failure)
+        self.metrics["final_box_dist"].copy_(box_dist)
+        return terms
+
+
+def _yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros_like(yaw)
+    return torch.stack([z, z, torch.sin(yaw / 2), torch.cos(yaw / 2)], -1)
+
+
+def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_angvel, dof_pos,
+                                  dof_vel, dof_lower, dof_upper, box_pos, box_linvel, goal_pos,
+                                  time_left) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-ant observations [E, N, 39 + 4(N-1)] and the global state [E, 29N + 8].
+
+    Ant i sees (body frame = torso frame, heading frame = torso yaw about world z):
+    torso height (1), gravity direction in the body frame (3), linear (3) and angular (3)
+    velocity in the body frame, joint positions scaled to [-1, 1] (8), joint velocities x0.1 (8),
+    box - torso (2) and box velocity (2), goal - torso (2) and goal - box (2) in the heading frame,
+    heading (cos, sin) (2), time left (1), box height (1), box speed (1);
+    then per teammate (index order): teammate - torso in the heading frame (2), its relative
+    heading (cos, sin) (2).
+    """
+    E, N, _ = torso_pos.shape
+    gravity = torch.tensor([0.0, 0.0, -1.0], device=torso_pos.device).expand(E, N, 3)
+    g_body = quat_rotate_inverse(torso_quat, gravity)
+    v_body = quat_rotate_inverse(torso_quat, torso_linvel)
+    w_body = quat_rotate_inverse(torso_quat, torso_angvel)
+    yaw = yaw_from_quat(torso_quat)                                   # [E, N]
+    q_scaled = (2.0 * dof_pos - (dof_upper + dof_lower)) / (dof_upper - dof_lower)
+
+    def heading(v):  # world planar vectors [E, N, 2] -> heading frame
+        return rotate_z(v, -yaw)
+
+    rel_box = heading(box_pos[:, None, 0:2] - torso_pos[..., 0:2])
+    box_v = heading(box_linvel[:, None, 0:2].expand(E, N, 2))
+    rel_goal = heading(goal_pos[:, None, :] - torso_pos[..., 0:2])
+    goal_box = heading((goal_pos - box_pos[:, 0:2])[:, None, :].expand(E, N, 2))
+    parts = [torso_pos[..., 2:3], g_body, v_body, w_body, q_scaled, 0.1 * dof_vel, rel_box, box_v,
+             rel_goal, goal_box, torch.stack([yaw.cos(), yaw.sin()], -1),
+             time_left.view(E, 1, 1).expand(E, N, 1), box_pos[:, None, 2:3].expand(E, N, 1),
+             box_linvel[:, None, 0:2].norm(dim=-1, keepdim=True).expand(E, N, 1)]
+    if N > 1:
+        idx = torch.arange(N, device=torso_pos.device)
+        others = idx.view(1, N).expand(N, N)[~torch.eye(N, dtype=torch.bool, device=idx.device)].view(N, N - 1)
+        mate = torso_pos[:, others, 0:2] - torso_pos[:, :, None, 0:2]     # [E, N, N-1, 2]
+        mate = rotate_z(mate, -yaw.unsqueeze(-1))
+        dyaw = yaw[:, others] - yaw.unsqueeze(-1)
+        parts.append(torch.cat([mate, dyaw.cos().unsqueeze(-1), dyaw.sin().unsqueeze(-1)], -1)
+                     .reshape(E, N, 4 * (N - 1)))
+    obs = torch.cat(parts, -1)
+    # global state: per ant world pos (3), quat (4), lin vel (3), ang vel (3), joints (16);
+    # box pos relative to goal (3), box velocity (3), goal relative to the arena origin (2)
+    states = torch.cat([torso_pos.reshape(E, -1), torso_quat.reshape(E, -1),
+                        torso_linvel.reshape(E, -1), torso_angvel.reshape(E, -1),
+                        q_scaled.reshape(E, -1), 0.1 * dof_vel.reshape(E, -1),
+                        box_pos - torch.cat([goal_pos, torch.zeros_like(goal_pos[:, :1])], -1),
+                        box_linvel, goal_pos], -1)
+    return obs, states
+
+
+def compute_ant_push_reward(*, torso_pos, torso_quat, box_pos, goal_pos, prev_box_dist,
+                            prev_ant_dist, joint_levels, success_radius: float,
+                            arena_radius: float, fall_up_z: float):
+    """Unweighted reward terms [E], new distances, success and failure flags.
+
+    box_progress: metres the box moved toward the goal this step; success: 1 when the box is
+    within ``success_radius`` of the goal; approach: metres the ants' mean distance to the box
+    shrank; upright: mean z of the ants' up axes; action_cost: mean squared torque level; fall:
+    1 when an ant tipped over (up-axis z below ``fall_up_z``), which ends the episode, as does
+    the box leaving the arena.
+    """
+    box_dist = torch.norm(goal_pos - box_pos[:, 0:2], dim=-1)
+    ant_dist = torch.norm(torso_pos[..., 0:2] - box_pos[:, None, 0:2], dim=-1).mean(-1)
+    up = torch.tensor([0.0, 0.0, 1.0], device=torso_pos.device).expand_as(torso_pos)
+
+    up_z = quat_rotate(torso_quat, up)[..., 2]                         # [E, N]
+    fallen = (up_z < fall_up_z).any(-1)
+    success = box_dist < success_radius
+    out = torch.norm(box_pos[:, 0:2], dim=-1) > arena_radius
+    failure = (fallen | out) & ~success
+    terms = {
+        "box_progress": prev_box_dist - box_dist,
+        "success": success.float(),
+        "approach": prev_ant_dist - ant_dist,
+        "upright": up_z.mean(-1),
+        "action_cost": (joint_levels ** 2).mean(-1),
+        "fall": fallen.float(),
+    }
+    return terms, box_dist, ant_dist, success, failure
