@@ -49,6 +49,9 @@ class Engine:
         self.dof_upper = torch.full((self.num_dof,), float("inf"), device=device)
         self.initial_root_states = torch.zeros(self.num_actors, 13, device=device)
         self.initial_dof_pos = torch.zeros(self.num_dof, device=device)
+        # Worlds the engine itself found unstable during the last simulate() (MuJoCo resets such
+        # a world to its model state and warns); tasks treat them like non-finite worlds.
+        self.diverged = torch.zeros(E, dtype=torch.bool, device=device)
 
     # -- to implement -------------------------------------------------------------------------
     def set_dof_torques(self, torques: torch.Tensor) -> None:
@@ -77,7 +80,8 @@ class Engine:
     def index_of_actor(self, name: str) -> int:
         return self.scene.actors.index(name)
 
-    def state_is_finite(self) -> torch.Tensor:
-        """bool[E]: every root and dof value of the world is finite."""
+    def healthy(self) -> torch.Tensor:
+        """bool[E]: every root and dof value of the world is finite and the engine did not
+        find it unstable in the last step."""
         return torch.isfinite(self.root_states).flatten(1).all(1) & torch.isfinite(
-            torch.cat([self.dof_pos, self.dof_vel], 1)).all(1)
+            torch.cat([self.dof_pos, self.dof_vel], 1)).all(1) & ~self.diverged

@@ -57,6 +57,8 @@ class MujocoEngine(Engine):
         self._state = np.tile(s0, (E, 1))                       # [E, nstate] float64
         self._ctrl = np.zeros((E, 1, m.nu))                     # [E, 1, nu], tiled over nstep
         self._out = {}                                          # nstep -> [E, nstep, nstate]
+        self._diverged_np = np.zeros(E, dtype=bool)
+        self.diverged = torch.from_numpy(self._diverged_np)
         self.state64 = torch.from_numpy(self._state)            # zero-copy views
         self._ctrl_t = torch.from_numpy(self._ctrl)[:, 0, :]
         self.qpos = self.state64[:, 1:1 + m.nq]
@@ -126,10 +128,14 @@ class MujocoEngine(Engine):
                                        np.empty((self.num_envs, steps, self.model.nu)))
         out, ctrl = bufs
         ctrl[:] = self._ctrl  # zero-order hold over the substeps
+        expected_time = self._state[:, 0] + steps * self.model.opt.timestep
         self._rollout.rollout(self._models, self._datas, self._state, ctrl, nstep=steps,
                               state=out, skip_checks=self._checked)
         self._checked = True
         self._state[:] = out[:, -1]
+        # MuJoCo resets a world that went unstable (bad qacc) to its model state, which restarts
+        # its clock: a world whose time is not where it should be diverged during this call.
+        self._diverged_np[:] = np.abs(self._state[:, 0] - expected_time) > 0.5 * self.model.opt.timestep
 
     def refresh(self) -> None:
         qpos, qvel = self.qpos, self.qvel

@@ -154,7 +154,7 @@ class MultiAgentVecTask:
             self.reset_buf.to(self.rl_device), extras
 
     def post_physics_step(self) -> None:
-        blown = ~self.engine.state_is_finite()
+        blown = ~self.engine.healthy()
         self.blowups += blown.sum()
         was_reset = self.reset_buf | blown            # worlds reset now: the crossing step
         self._reset_worlds(was_reset)

@@ -1,0 +1,242 @@
+"""The task contract (DESIGN.md §3.1) and physics facts, on the real MuJoCo engine."""
+import math
+
+import pytest
+import torch
+
+import qmix_isaac
+from qmix_isaac.config import ConfigError
+from qmix_isaac.tasks.base import TaskConfigError
+from qmix_isaac.tasks.multi_ant_push import compute_ant_push_reward
+from qmix_isaac.tasks.multi_ball_push import compute_ball_push_reward, scripted_ball_push_actions
+
+TASKS = ["MultiBallPush", "MultiAntPush"]
+
+
+def zero_actions(env):
+    """Every joint at its middle torque level (0 torque) / every ball idle."""
+    E, A = env.num_envs, env.num_agents
+    if env.action_branches is not None:
+        return torch.full((E, A, len(env.action_branches)), env.action_branches[0] // 2, dtype=torch.long)
+    if env.num_actions == 5:  # balls: action 0 is "stay"
+        return torch.zeros(E, A, dtype=torch.long)
+    bins = env.bins
+    mid = sum((bins // 2) * bins ** j for j in range(env.joints_per_agent))
+    return torch.full((E, A), mid, dtype=torch.long)
+
+
+def random_actions(env, gen=None):
+    E, A = env.num_envs, env.num_agents
+    shape = (E, A) + env.action_shape[:-1]
+    return torch.randint(0, env.action_shape[-1], shape, generator=gen)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("mode", ["ant", "leg"])
+def test_contract_shapes_dtypes_devices(task, mode):
+    kw = {"agentMode": mode} if task == "MultiAntPush" else {}
+    if task == "MultiBallPush" and mode == "leg":
+        pytest.skip("agent modes are a MultiAntPush option")
+    env = qmix_isaac.make(task, num_envs=3, seed=0, **kw)
+    E, A = 3, env.num_agents
+    obs = env.reset()
+    assert obs["obs"].shape == (E, A, env.num_obs) and obs["obs"].dtype == torch.float32
+    assert obs["states"].shape == (E, env.num_states) and obs["states"].dtype == torch.float32
+    assert obs["avail_actions"].shape == (E, A) + env.action_shape
+    assert obs["avail_actions"].dtype == torch.bool
+    obs, rew, reset, extras = env.step(random_actions(env))
+    assert rew.shape == (E,) and rew.dtype == torch.float32
+    assert reset.shape == (E,) and reset.dtype == torch.bool
+    assert extras["time_outs"].shape == (E,) and extras["time_outs"].dtype == torch.bool
+    ep = extras["episode"]
+    assert ep["mask"].dtype == torch.bool
+    for k in ["return", "length", "success", "final_box_dist"] + ["rew/" + t for t in env.reward_terms]:
+        assert ep[k].shape == (E,), k
+    for t in [obs["obs"], obs["states"], obs["avail_actions"], rew, reset, extras["time_outs"]]:
+        assert t.device == env.rl_device
+        assert torch.isfinite(t.float()).all()
+    if task == "MultiAntPush":
+        if mode == "ant":
+            assert env.num_agents == 2 and env.action_branches == (3,) * 8
+        else:
+            assert env.num_agents == 8 and env.num_actions == 9
+    env.close()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_same_trajectory(task):
+    def run(seed):
+        env = qmix_isaac.make(task, num_envs=4, seed=seed)
+        env.reset()
+        g = torch.Generator().manual_seed(7)
+        out = []
+        for _ in range(30):
+            obs, rew, _, _ = env.step(random_actions(env, g))
+            out.append(torch.cat([obs["obs"].flatten(), rew]))
+        env.close()
+        return torch.stack(out)
+    a, b, c = run(3), run(3), run(4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_episode_boundary_semantics():
+    """IsaacGymEnvs: reset=True on the last step with its final obs; the env resets on the next
+    step, whose reward is 0; time_outs marks the time limit."""
+    env = qmix_isaac.make("MultiBallPush", num_envs=2, seed=0, episodeLength=5)
+    env.reset()
+    acts = torch.zeros(2, 2, dtype=torch.long)
+    for t in range(1, 6):
+        obs, rew, reset, ex = env.step(acts)
+        assert env.progress_buf.tolist() == [t, t]
+        assert reset.tolist() == ([True, True] if t == 5 else [False, False])
+        assert ex["time_outs"].tolist() == reset.tolist()
+    last_obs = obs["obs"].clone()
+    assert ex["episode"]["length"].tolist() == [5.0, 5.0]
+    obs, rew, reset, ex = env.step(acts)          # the crossing step
+    assert rew.tolist() == [0.0, 0.0] and reset.tolist() == [False, False]
+    assert env.progress_buf.tolist() == [0, 0]
+    assert not torch.equal(obs["obs"], last_obs)   # a fresh episode's observation
+    obs, rew, reset, ex = env.step(acts)
+    assert env.progress_buf.tolist() == [1, 1]
+
+
+def test_success_terminates_and_is_reported():
+    env = qmix_isaac.make("MultiBallPush", num_envs=1, seed=0)
+    env.reset()
+    # put the goal on the box: the next step succeeds and terminates (not a time-out)
+    env.goal_pos.copy_(env.engine.root_states[:, env.box_index, 0:2])
+    _, rew, reset, ex = env.step(torch.zeros(1, 2, dtype=torch.long))
+    assert reset.item() and not ex["time_outs"].item()
+    assert ex["episode"]["success"].item() == 1.0
+    assert ex["episode"]["rew/success"].item() == pytest.approx(env.reward_weights["success"])
+
+
+def test_ants_stand_under_zero_torque():
+    env = qmix_isaac.make("MultiAntPush", num_envs=4, seed=0, episodeLength=1000)
+    env.reset()
+    acts = zero_actions(env)
+    steps_per_s = int(round(1.0 / env.dt))
+    heights = []
+    for t in range(3 * steps_per_s):
+        _, _, reset, _ = env.step(acts)
+        assert not reset.any()
+        if t + 1 in (steps_per_s, 3 * steps_per_s):
+            heights.append(env.engine.root_states[:, env.ant_index, 2].clone())
+    h1, h3 = heights
+    assert (h3 > 0.3).all(), "torso should rest on its legs, not the floor: %s" % h3
+    assert (h3 - h1).abs().max() < 0.01, "torso height drifts under zero torque"
+
+
+def test_box_moves_only_when_pushed():
+    env = qmix_isaac.make("MultiBallPush", num_envs=8, seed=2, episodeLength=1000)
+    obs = env.reset()
+    box0 = env.engine.root_states[:, env.box_index, 0:3].clone()
+    for _ in range(int(2.0 / env.dt)):
+        obs, *_ = env.step(torch.zeros(8, 2, dtype=torch.long))
+    idle = (env.engine.root_states[:, env.box_index, 0:3] - box0).norm(dim=-1)
+    assert idle.max() < 1e-3, "box moved without being pushed: %s" % idle
+    box0 = env.engine.root_states[:, env.box_index, 0:2].clone()
+    for _ in range(int(3.0 / env.dt)):
+        obs, *_ = env.step(scripted_ball_push_actions(obs["obs"]))
+    pushed = (env.engine.root_states[:, env.box_index, 0:2] - box0).norm(dim=-1)
+    # (some boxes reach their goal and restart near the origin, so look at the mean)
+    assert pushed.mean() > 0.5, "the scripted team should move the boxes: %s" % pushed
+
+
+def _success_rate(env, policy, steps):
+    obs = env.reset()
+    done = succ = 0.0
+    for _ in range(steps):
+        obs, _, _, ex = env.step(policy(obs))
+        m = ex["episode"]["mask"].float()
+        done += m.sum().item()
+        succ += (ex["episode"]["success"] * m).sum().item()
+    return succ / max(done, 1.0), done
+
+
+def test_scripted_team_solves_ball_push_random_does_not():
+    env = qmix_isaac.make("MultiBallPush", num_envs=32, seed=5)
+    scripted, n1 = _success_rate(env, lambda o: scripted_ball_push_actions(o["obs"]), 400)
+    g = torch.Generator().manual_seed(0)
+    rand, n2 = _success_rate(env, lambda o: random_actions(env, g), 400)
+    assert n1 >= 50 and n2 >= 50
+    assert scripted > 0.6, scripted
+    assert rand < 0.1, rand
+
+
+def test_ball_reward_terms_hand_computed():
+    ball = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])
+    terms, box_d, ball_d, succ, fail = compute_ball_push_reward(
+        ball_pos=ball, box_pos=torch.tensor([[1.0, 0.0]]), goal_pos=torch.tensor([[1.0, 3.0]]),
+        prev_box_dist=torch.tensor([3.5]), prev_ball_dist=torch.tensor([1.25]),
+        moving=torch.tensor([[True, False]]), success_radius=0.25, arena_radius=4.0)
+    assert box_d.item() == pytest.approx(3.0) and ball_d.item() == pytest.approx(1.0)
+    assert terms["box_progress"].item() == pytest.approx(0.5)
+    assert terms["approach"].item() == pytest.approx(0.25)
+    assert terms["action_cost"].item() == pytest.approx(0.5)
+    assert not succ.item() and not fail.item()
+    terms, _, _, succ, fail = compute_ball_push_reward(
+        ball_pos=torch.tensor([[[4.5, 0.0]]]), box_pos=torch.tensor([[1.0, 0.0]]),
+        goal_pos=torch.tensor([[1.1, 0.0]]), prev_box_dist=torch.tensor([0.0]),
+        prev_ball_dist=torch.tensor([0.0]), moving=torch.tensor([[False]]),
+        success_radius=0.25, arena_radius=4.0)
+    assert succ.item() and not fail.item(), "success wins over a ball outside the arena"
+
+
+def test_ant_reward_terms_hand_computed():
+    s = math.sqrt(0.5)
+    quat = torch.tensor([[[0.0, 0.0, 0.0, 1.0], [s, 0.0, 0.0, s]]])  # upright; rolled 90 deg
+    terms, box_d, ant_d, succ, fail = compute_ant_push_reward(
+        torso_pos=torch.tensor([[[0.0, 0.0, 0.4], [0.0, 2.0, 0.4]]]), torso_quat=quat,
+        box_pos=torch.tensor([[0.0, 1.0, 0.2]]), goal_pos=torch.tensor([[4.0, 4.0]]),
+        prev_box_dist=torch.tensor([5.5]), prev_ant_dist=torch.tensor([1.5]),
+        joint_levels=torch.tensor([[1.0, -1.0, 0.0, 0.0]]), success_radius=0.4,
+        arena_radius=8.0, fall_up_z=0.2)
+    assert box_d.item() == pytest.approx(5.0)
+    assert terms["box_progress"].item() == pytest.approx(0.5)
+    assert terms["approach"].item() == pytest.approx(0.5)
+    assert terms["upright"].item() == pytest.approx(0.5, abs=1e-6)
+    assert terms["action_cost"].item() == pytest.approx(0.5)
+    assert terms["fall"].item() == 1.0 and fail.item() and not succ.item()
+
+
+def test_physics_blowup_resets_only_that_world():
+    env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
+    env.reset()
+    acts = zero_actions(env)
+    env.step(acts)
+    env.engine.qvel[1, 0] = float("nan")
+    before = env.engine.state64[[0, 2]].clone()
+    ref = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
+    ref.reset()
+    ref.step(acts)
+    assert torch.equal(ref.engine.state64[[0, 2]], before)
+    obs, rew, reset, ex = env.step(acts)
+    robs, rrew, _, _ = ref.step(acts)
+    assert ex["blowups"].item() == 1
+    assert reset.tolist() == [False, True, False] and ex["time_outs"][1].item()
+    assert torch.isfinite(obs["obs"]).all() and torch.isfinite(rew).all()
+    assert torch.equal(obs["obs"][[0, 2]], robs["obs"][[0, 2]]), "other worlds must not be touched"
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(task="NoSuchTask", num_envs=2), ConfigError, "unknown task"),
+    (dict(task="MultiBallPush", num_envs=0), ConfigError, "num_envs"),
+    (dict(task="MultiAntPush", num_envs=2, numAnts=0), TaskConfigError, "numAnts"),
+    (dict(task="MultiBallPush", num_envs=2, numBalls=0), TaskConfigError, "numBalls"),
+    (dict(task="MultiBallPush", num_envs=2, noSuchKey=1), ConfigError, "noSuchKey"),
+    (dict(task="MultiBallPush", num_envs=2, physics_engine="bullet"), ValueError, "physics_engine"),
+    (dict(task="MultiBallPush", num_envs=2, physics_engine="physx"), RuntimeError, "Isaac Gym"),
+])
+def test_bad_input_one_clear_error(kwargs, exc, words):
+    with pytest.raises(exc) as info:
+        qmix_isaac.make(**kwargs)
+    msg = str(info.value)
+    assert words in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        qmix_isaac.make("MultiBallPush", num_envs=2, sim_device="cuda:0")
