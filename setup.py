@@ -28,6 +28,6 @@ setup(
     extras_require={
         # Newton (MuJoCo-Warp solver): the CUDA engine; also runs, slowly, on CPU.
         "newton": ["newton[sim]>=1.0"],
-        "dev": ["pytest>=7", "vermin", "newton[sim]>=1.0", "matplotlib"],
+        "dev": ["pytest>=7", "vermin", "newton[sim]>=1.0", "matplotlib", "tensorboard"],
     },
 )

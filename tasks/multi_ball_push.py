@@ -121,7 +121,7 @@ class MultiBallPush(MultiAgentVecTask):
         ball_d = torch.norm(ball_xy - box_xy.unsqueeze(1), dim=-1).mean(-1)
         self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
         self.prev_ball_dist.copy_(torch.where(mask, ball_d, self.prev_ball_dist))
-        self.last_actions.mul_((~m).long())
+        self.last_actions.mul_((~m).to(torch.long))
 
     # ---- observations and rewards ---------------------------------------------------------------
     def compute_observations(self) -> None:

@@ -28,7 +28,8 @@ __all__ = ["MujocoEngine"]
 class MujocoEngine(Engine):
     name = "mujoco"
 
-    def __init__(self, scene: Scene, num_envs: int, device="cpu", *, nthread: Optional[int] = None):
+    def __init__(self, scene: Scene, num_envs: int, device="cpu", *, nthread: Optional[int] = None,
+                 torch_threads: Optional[int] = 1):
         try:
             import mujoco
             from mujoco import rollout
@@ -39,6 +40,11 @@ class MujocoEngine(Engine):
             raise ValueError("the mujoco engine simulates on the CPU; use sim_device=cpu "
                              "(or physics_engine=newton for CUDA)")
         self._mj = mujoco
+        if torch_threads is not None:
+            # The physics thread pool uses every core; torch's intra-op threads on the same cores
+            # spin at their barriers and slow both sides down (measured 6x on 2 cores, see
+            # BENCHMARKS.md). The task's tensors are small: one torch thread serves them best.
+            torch.set_num_threads(int(torch_threads))
         self.model = mujoco.MjModel.from_xml_string(scene.xml)
         m = self.model
         self.nthread = int(nthread or os.cpu_count() or 1)

@@ -144,7 +144,8 @@ def compose_scene(
                       contype="0", conaffinity="0", rgba="0.1 0.85 0.2 0.6")
         visuals.append("goal")
 
-    ET.indent(root) if hasattr(ET, "indent") else None
+    if hasattr(ET, "indent"):  # Python 3.9+: readable XML; 3.8 writes one line
+        ET.indent(root)  # novermin
     return Scene(
         xml=ET.tostring(root, encoding="unicode"),
         actors=tuple(actors),

@@ -159,7 +159,7 @@ class MultiAgentVecTask:
         was_reset = self.reset_buf | blown            # worlds reset now: the crossing step
         self._reset_worlds(was_reset)
         self.engine.refresh()
-        self.progress_buf += (~was_reset).long()
+        self.progress_buf += (~was_reset).to(torch.long)
         self.compute_observations()
         terms = self.compute_reward()
         live = (~was_reset).float()
@@ -185,7 +185,7 @@ class MultiAgentVecTask:
                               start.get("dof_vel"))
         self.on_reset(mask, start)
         keep = (~mask).to(self.ep_return.dtype)
-        self.progress_buf.mul_((~mask).long())
+        self.progress_buf.mul_((~mask).to(torch.long))
         self.ep_return.mul_(keep)
         self.ep_length.mul_(keep)
         for buf in self.ep_terms.values():

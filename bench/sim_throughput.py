@@ -1,0 +1,115 @@
+"""Env-steps per second of each raw engine beside the full task step.
+
+    python bench/sim_throughput.py                                  # CPU: mujoco, E = 1..1024
+    python bench/sim_throughput.py --device cuda:0 --engines newton --num-envs 1024 4096 8192 16384
+
+An env-step is one policy step of one world (``controlFrequencyInv`` physics steps). Columns:
+``bare`` a loop of ``mujoco.rollout`` over the same MJCF with nothing else (mujoco only), ``raw``
+the engine (set torques, simulate, refresh the views), ``task`` the whole ``env.step`` (actions to
+torques, physics, resets, observations, rewards, episode statistics). ``task cost`` is the share
+of the task step spent outside the engine: 1 - task/raw. Timings take the median of a few
+repeats of ``--seconds`` each, after a warm-up; on CUDA the clock is read after a synchronize.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import qmix_isaac  # noqa: E402
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(fn, num_envs, device, seconds, repeats=3):
+    """Median env-steps/s of ``fn`` (one env-step of every world per call)."""
+    fn(); fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn(); n += 1
+            if n % 4 == 0:
+                _sync(device)
+                dt = time.perf_counter() - t0
+                if dt >= seconds:
+                    break
+        out.append(n * num_envs / dt)
+    return statistics.median(out)
+
+
+def bare_rollout(env, seconds):
+    """mujoco.rollout stepping the task's MJCF with nothing around it."""
+    import mujoco
+    from mujoco import rollout
+    m = mujoco.MjModel.from_xml_string(env.scene.xml)
+    E, cf = env.num_envs, env.control_freq_inv
+    nthread = os.cpu_count() or 1
+    datas = [mujoco.MjData(m) for _ in range(nthread)]
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.tile(env.engine._state[0], (E, 1)).copy()
+    out = np.empty((E, cf, mujoco.mj_stateSize(m, spec)))
+    ctrl = np.random.uniform(-0.5, 0.5, (E, cf, m.nu))
+    models = [m] * E
+    with rollout.Rollout(nthread=nthread) as r:
+        def step():
+            r.rollout(models, datas, state, ctrl, nstep=cf, state=out, skip_checks=True)
+            state[:] = out[:, -1]
+        return rate(step, E, "cpu", seconds)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="MultiAntPush")
+    p.add_argument("--engines", nargs="+", default=["mujoco"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-envs", nargs="+", type=int, default=[1, 4, 16, 64, 256, 1024])
+    p.add_argument("--seconds", type=float, default=1.0)
+    a = p.parse_args(argv)
+    dev = a.device
+    print("# %s, %s, torch %s, %s, %s" % (a.task, dev, torch.__version__, platform.processor() or
+                                          platform.machine(), time.strftime("%Y-%m-%d")))
+    if torch.device(dev).type == "cuda":
+        print("# GPU: %s" % torch.cuda.get_device_name(0))
+    print("| engine | num_envs | bare rollout | raw engine | task step | task cost | raw/bare |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for engine in a.engines:
+        for E in a.num_envs:
+            env = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
+                                  physics_engine=engine)
+            env.reset()
+            shape = (E, env.num_agents) + env.action_shape[:-1]
+            acts = torch.randint(0, env.action_shape[-1], shape, device=dev)
+            torques = (torch.rand(E, env.engine.num_dof, device=dev) - 0.5) * env.engine.dof_effort_limit
+
+            def raw():
+                env.engine.set_dof_torques(torques)
+                env.engine.simulate(env.control_freq_inv)
+                env.engine.refresh()
+
+            def task():
+                env.step(acts)
+
+            r_raw = rate(raw, E, dev, a.seconds)
+            r_task = rate(task, E, dev, a.seconds)
+            r_bare = bare_rollout(env, a.seconds) if engine == "mujoco" else float("nan")
+            print("| %s | %d | %s | %.0f | %.0f | %.0f%% | %s |" % (
+                env.engine.name, E, "-" if r_bare != r_bare else "%.0f" % r_bare, r_raw, r_task,
+                100.0 * (1.0 - r_task / r_raw),
+                "-" if r_bare != r_bare else "%.0f%%" % (100.0 * r_raw / r_bare)), flush=True)
+            env.close()
+
+
+if __name__ == "__main__":
+    main()
