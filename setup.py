@@ -24,10 +24,13 @@ setup(
         "mujoco>=3.2",
         "hydra-core>=1.3",
         "pyyaml",
+        "imageio-ffmpeg",
+        "matplotlib",
     ],
     extras_require={
         # Newton (MuJoCo-Warp solver): the CUDA engine; also runs, slowly, on CPU.
         "newton": ["newton[sim]>=1.0"],
-        "dev": ["pytest>=7", "vermin", "newton[sim]>=1.0", "matplotlib", "tensorboard"],
+        "wandb": ["wandb"],
+        "dev": ["pytest>=7", "vermin", "newton[sim]>=1.0", "tensorboard", "wandb"],
     },
 )

@@ -1,0 +1,1 @@
+"""What a run leaves behind: checkpoints, logs (TensorBoard, wandb), learning curves, videos."""

@@ -1,0 +1,96 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked against the run.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
+
+    {"format": 1, "task": "MultiBallPush", "task_cfg": {...}, "train_cfg": {...},
+     "shapes": {"num_agents":.., "num_obs":.., "num_states":.., "action_shape": [..]},
+     "runner": runner.state_dict(), "rng": {...}, "history": {...}}
+
+``save_checkpoint`` writes to a temporary file in the same folder and renames it over the
+target, so a reader sees the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, Mapping
+
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_compatible",
+           "task_shapes", "rng_state", "set_rng_state", "atomic_write_text"]
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or belongs to another task or shape (one line)."""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(path: str, ckpt: Mapping[str, Any]) -> None:
+    import io
+    buf = io.BytesIO()
+    torch.save(dict(ckpt, format=FORMAT), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CheckpointError("checkpoint not found: %s" % path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, foreign objects
+        raise CheckpointError("cannot read checkpoint %s: %s" % (path, str(exc).splitlines()[0]))
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "task" not in ckpt:
+        raise CheckpointError("%s is not a qmix-isaac checkpoint" % path)
+    return ckpt
+
+
+def task_shapes(env) -> Dict[str, Any]:
+    """The sizes a checkpoint's networks depend on."""
+    return {"num_agents": int(env.num_agents), "num_obs": int(env.num_obs),
+            "num_states": int(env.num_states),
+            "action_shape": [int(v) for v in getattr(env, "action_shape", (env.num_actions,))]}
+
+
+def check_compatible(ckpt: Mapping[str, Any], task: str, env) -> None:
+    if ckpt["task"] != task:
+        raise CheckpointError("checkpoint is for task %s, not %s" % (ckpt["task"], task))
+    want, have = ckpt["shapes"], task_shapes(env)
+    for key in ("num_agents", "num_obs", "num_states", "action_shape"):
+        if want[key] != have[key]:
+            raise CheckpointError("checkpoint %s=%s does not match the task's %s=%s (task config "
+                                  "differs from the one trained)" % (key, want[key], key, have[key]))
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

@@ -1,0 +1,117 @@
+"""Offscreen frames and MP4s of a task's world, whichever engine simulates it.
+
+The world's state is read from the engine's IsaacGymEnvs-layout tensors (root states, dof
+positions), written into an ``MjData`` of the same MJCF plus a goal marker, and drawn with
+``mujoco.Renderer``. Headless machines need an offscreen OpenGL: set ``MUJOCO_GL`` to ``egl``
+(NVIDIA) or ``osmesa`` (CPU; Debian ``libosmesa6``) BEFORE mujoco is imported —
+:func:`choose_gl_backend` does that. MP4s go through imageio-ffmpeg (ffmpeg ships in its wheel).
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from typing import List, Optional
+
+import numpy as np
+
+__all__ = ["choose_gl_backend", "TeamRenderer", "write_mp4"]
+
+
+def choose_gl_backend(headless: bool) -> str:
+    """Pick MUJOCO_GL (unless the user set it): a window with a display, else EGL with CUDA,
+    else OSMesa. Must run before the first ``import mujoco``."""
+    if os.environ.get("MUJOCO_GL"):
+        return os.environ["MUJOCO_GL"]
+    if not headless and os.environ.get("DISPLAY"):
+        backend = "glfw"
+    else:
+        try:
+            import torch
+            backend = "egl" if torch.cuda.is_available() else "osmesa"
+        except ImportError:
+            backend = "osmesa"
+    os.environ["MUJOCO_GL"] = backend
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
+def scene_with_goal(xml: str, radius: float) -> str:
+    """The physics MJCF plus a non-colliding mocap disc named ``goal`` (rendering only)."""
+    root = ET.fromstring(xml)
+    world = root.find("worldbody")
+    g = ET.SubElement(world, "body", name="goal", mocap="true", pos="0 0 0")
+    ET.SubElement(g, "geom", name="goal_geom", type="cylinder", size="%g 0.01" % radius,
+                  contype="0", conaffinity="0", rgba="0.1 0.85 0.2 0.7")
+    return ET.tostring(root, encoding="unicode")
+
+
+class TeamRenderer:
+    """Draws world ``world`` of a task (anything with ``engine``, ``scene``, ``goal_pos``)."""
+
+    def __init__(self, env, *, width: int = 640, height: int = 480, world: int = 0,
+                 distance: float = 7.0, elevation: float = -35.0, azimuth: float = 60.0) -> None:
+        import mujoco
+        self._mj = mujoco
+        self.env = env
+        self.world = world
+        radius = float(getattr(env, "success_radius", 0.3))
+        self.model = mujoco.MjModel.from_xml_string(scene_with_goal(env.scene.xml, radius))
+        self.model.vis.global_.offwidth = max(width, self.model.vis.global_.offwidth)
+        self.model.vis.global_.offheight = max(height, self.model.vis.global_.offheight)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self._actor_q = []
+        for body in env.scene.actors:
+            b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body)
+            self._actor_q.append(int(m.jnt_qposadr[m.body_jntadr[b]]))
+        self._dof_q = [int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j)])
+                       for j in env.scene.dofs]
+        self._renderer = mujoco.Renderer(m, height, width)
+        self.camera = mujoco.MjvCamera()
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
+
+    def sync(self) -> None:
+        """Copy world ``self.world``'s state from the engine into the render data."""
+        e, w = self.env.engine, self.world
+        root = e.root_states[w].detach().cpu().double().numpy()
+        dof = e.dof_pos[w].detach().cpu().double().numpy()
+        q = self.data.qpos
+        for i, adr in enumerate(self._actor_q):
+            q[adr:adr + 3] = root[i, 0:3]
+            q[adr + 3:adr + 7] = root[i, [6, 3, 4, 5]]          # xyzw -> wxyz
+        q[self._dof_q] = dof
+        goal = self.env.goal_pos[w].detach().cpu().double().numpy()
+        self.data.mocap_pos[0] = [goal[0], goal[1], 0.0]
+        self._mj.mj_forward(self.model, self.data)
+
+    def frame(self) -> np.ndarray:
+        """An RGB frame [H, W, 3] uint8 of the current state, camera on the box and goal."""
+        self.sync()
+        box = self.env.engine.root_states[self.world, self.env.box_index, 0:3].detach().cpu().numpy()
+        goal = self.data.mocap_pos[0]
+        self.camera.lookat[:] = [(box[0] + goal[0]) / 2, (box[1] + goal[1]) / 2, 0.2]
+        self._renderer.update_scene(self.data, camera=self.camera)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        self._renderer.close()
+
+
+def write_mp4(path: str, frames: List[np.ndarray], fps: int = 30) -> str:
+    """Write RGB frames to ``path`` (H.264) through a temporary file, then rename."""
+    import imageio_ffmpeg
+    h, w = frames[0].shape[:2]
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+    writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, macro_block_size=1,
+                                         output_params=["-loglevel", "error"])
+    writer.send(None)
+    try:
+        for f in frames:
+            writer.send(np.ascontiguousarray(f))
+    finally:
+        writer.close()
+    os.replace(tmp, path)
+    return path
