@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["choose_gl_backend", "TeamRenderer", "write_mp4"]
+__all__ = ["choose_gl_backend", "scene_with_goal", "WorldMirror", "TeamRenderer", "write_mp4"]
 
 
 def choose_gl_backend(headless: bool) -> str:
@@ -46,19 +46,17 @@ def scene_with_goal(xml: str, radius: float) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-class TeamRenderer:
-    """Draws world ``world`` of a task (anything with ``engine``, ``scene``, ``goal_pos``)."""
+class WorldMirror:
+    """An ``MjData`` of the task's MJCF (plus a goal marker) that mirrors world ``world`` of any
+    engine: :meth:`sync` copies its root states, dof positions and goal."""
 
-    def __init__(self, env, *, width: int = 640, height: int = 480, world: int = 0,
-                 distance: float = 7.0, elevation: float = -35.0, azimuth: float = 60.0) -> None:
+    def __init__(self, env, *, world: int = 0) -> None:
         import mujoco
         self._mj = mujoco
         self.env = env
         self.world = world
         radius = float(getattr(env, "success_radius", 0.3))
         self.model = mujoco.MjModel.from_xml_string(scene_with_goal(env.scene.xml, radius))
-        self.model.vis.global_.offwidth = max(width, self.model.vis.global_.offwidth)
-        self.model.vis.global_.offheight = max(height, self.model.vis.global_.offheight)
         self.data = mujoco.MjData(self.model)
         m = self.model
         self._actor_q = []
@@ -67,12 +65,9 @@ class TeamRenderer:
             self._actor_q.append(int(m.jnt_qposadr[m.body_jntadr[b]]))
         self._dof_q = [int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j)])
                        for j in env.scene.dofs]
-        self._renderer = mujoco.Renderer(m, height, width)
-        self.camera = mujoco.MjvCamera()
-        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
 
     def sync(self) -> None:
-        """Copy world ``self.world``'s state from the engine into the render data."""
+        """Copy world ``self.world``'s state from the engine into ``self.data``."""
         e, w = self.env.engine, self.world
         root = e.root_states[w].detach().cpu().double().numpy()
         dof = e.dof_pos[w].detach().cpu().double().numpy()
@@ -85,10 +80,27 @@ class TeamRenderer:
         self.data.mocap_pos[0] = [goal[0], goal[1], 0.0]
         self._mj.mj_forward(self.model, self.data)
 
+    def box_position(self) -> np.ndarray:
+        return self.env.engine.root_states[self.world, self.env.box_index, 0:3].detach().cpu().numpy()
+
+
+class TeamRenderer(WorldMirror):
+    """Offscreen RGB frames of world ``world`` (anything with ``engine``, ``scene``, ``goal_pos``)."""
+
+    def __init__(self, env, *, width: int = 640, height: int = 480, world: int = 0,
+                 distance: float = 7.0, elevation: float = -35.0, azimuth: float = 60.0) -> None:
+        super().__init__(env, world=world)
+        import mujoco
+        self.model.vis.global_.offwidth = max(width, self.model.vis.global_.offwidth)
+        self.model.vis.global_.offheight = max(height, self.model.vis.global_.offheight)
+        self._renderer = mujoco.Renderer(self.model, height, width)
+        self.camera = mujoco.MjvCamera()
+        self.camera.distance, self.camera.elevation, self.camera.azimuth = distance, elevation, azimuth
+
     def frame(self) -> np.ndarray:
         """An RGB frame [H, W, 3] uint8 of the current state, camera on the box and goal."""
         self.sync()
-        box = self.env.engine.root_states[self.world, self.env.box_index, 0:3].detach().cpu().numpy()
+        box = self.box_position()
         goal = self.data.mocap_pos[0]
         self.camera.lookat[:] = [(box[0] + goal[0]) / 2, (box[1] + goal[1]) / 2, 0.2]
         self._renderer.update_scene(self.data, camera=self.camera)
