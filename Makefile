@@ -16,7 +16,7 @@ setup: .venv/.installed
 	touch $@
 
 test: .venv/.installed
-	$(PY) -m vermin -q -t=3.8- --no-tips --violations --backport dataclasses qmix_isaac tasks
+	.venv/bin/vermin -q -t=3.8- --no-tips --violations --backport dataclasses qmix_isaac tasks
 	$(PY) -m pytest -q tests
 
 train: .venv/.installed

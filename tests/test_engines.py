@@ -1,0 +1,344 @@
+"""The engine contract (DESIGN.md §3.2) on both MuJoCo-family engines, each the other's oracle.
+
+    pytest -q tests/test_engines.py          # ~2-3 min on 2 CPU cores once .warp_cache is warm
+
+Newton runs here on Warp's single-threaded CPU backend, so worlds are few and horizons short.
+Cross-engine tolerances come from measurement (see ``test_cross_engine_*``): Newton's compiled
+model equals MuJoCo's, Newton steps exactly like raw MuJoCo Warp on the C-compiled model (to
+~1e-5 a step), and MuJoCo Warp (float32) agrees with the MuJoCo C library (float64) to ~1e-5
+until contacts of the ants' legs with the floor, whose pyramidal friction rows MuJoCo Warp builds
+in another tangent frame (same normal rows, different facets); after the first leg-floor impact
+under random torques the two trajectories part within ~10 steps. Ball/box scenes agree to ~1e-4.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qmix_isaac.sim import make_engine
+from qmix_isaac.sim.mujoco_engine import MujocoEngine
+from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
+
+newton = pytest.importorskip("newton", reason="newton[sim] not installed")
+from qmix_isaac.sim.newton_engine import NewtonEngine  # noqa: E402
+
+DT = 0.01
+
+
+def ant_scene():
+    return compose_scene([RobotPlacement("ant.xml", "torso", "ant%d_" % i, (i * 1.5 - 0.75, 0, 0)) for i in range(2)],
+                         [Prop("box", (0.3, 0.3, 0.2), 2.0, 0.5, (0, 2, 0.2))], timestep=DT)
+
+
+def ball_scene():
+    return compose_scene([RobotPlacement("ball_robot.xml", "ball", "ball%d_" % i, (i * 1.0 - 0.5, 0, 0))
+                          for i in range(2)],
+                         [Prop("box", (0.3, 0.3, 0.2), 1.0, 0.5, (0, 1, 0.2))], timestep=DT)
+
+
+SCENES = {"ants": ant_scene, "balls": ball_scene}
+ENGINES = {"mujoco": MujocoEngine, "newton": NewtonEngine}
+_cache = {}
+
+
+def engine(kind: str, scene: str, num_envs: int):
+    """One engine per (kind, scene, E) for the whole module: Newton's construction costs seconds."""
+    key = (kind, scene, num_envs)
+    if key not in _cache:
+        _cache[key] = ENGINES[kind](SCENES[scene](), num_envs)
+    return _cache[key]
+
+
+def all_worlds(E):
+    return torch.ones(E, dtype=torch.bool)
+
+
+def perturbed_state(eng, scene: str, seed: int = 0):
+    """A non-trivial start: dofs at their limits (clamped 0), small random joint velocities,
+    small random torso twists, the box turned about z and pressed 1 mm into the floor."""
+    g = torch.Generator().manual_seed(seed)
+    E = eng.num_envs
+    rs = eng.initial_root_states.cpu().repeat(E, 1, 1)
+    box = eng.index_of_actor("box")
+    yaw = (torch.rand(E, generator=g) - 0.5) * 0.4
+    rs[:, box, 3:7] = torch.stack([torch.zeros(E), torch.zeros(E), torch.sin(yaw / 2), torch.cos(yaw / 2)], -1)
+    rs[:, box, 2] = 0.199
+    dof_pos = torch.zeros(E, eng.num_dof).clamp(eng.dof_lower.cpu(), eng.dof_upper.cpu())
+    dof_vel = torch.rand(E, eng.num_dof, generator=g) - 0.5
+    if scene == "ants":
+        for a in range(eng.num_actors - 1):
+            rs[:, a, 7:10] = (torch.rand(E, 3, generator=g) - 0.5) * 0.2
+            rs[:, a, 10:13] = (torch.rand(E, 3, generator=g) - 0.5) * 0.2
+    else:  # balls line up with the box's face (x = -0.2, +0.2), so pushing +y reaches it
+        dof_pos[:, 0::4] = 0.3
+        dof_pos[:, 2::4] = -0.3
+    return rs.to(eng.device), dof_pos.to(eng.device), dof_vel.to(eng.device)
+
+
+def random_torques(eng, g, scene: str):
+    lim = eng.dof_effort_limit.cpu()
+    tq = (torch.rand(eng.num_envs, eng.num_dof, generator=g) * 2 - 1) * lim
+    if scene == "balls":  # push the box: +y force, small random x
+        tq[:, 0::2] *= 0.3
+        tq[:, 1::2] = lim[1::2] * (0.4 + 0.6 * torch.rand(eng.num_envs, eng.num_dof // 2, generator=g))
+    return tq.to(eng.device)
+
+
+def rollout(eng, scene: str, steps: int, hold: int = 5, seed: int = 1, start=None):
+    """Set ``start`` (or the perturbed state) in every world, then hold random torques ``hold``
+    steps at a time; returns the (root_states, dof_pos, dof_vel) trajectory at each hold."""
+    rs, dp, dv = start if start is not None else perturbed_state(eng, scene)
+    eng.set_state(all_worlds(eng.num_envs).to(eng.device), rs, dp, dv)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps // hold):
+        eng.set_dof_torques(random_torques(eng, g, scene))
+        eng.simulate(hold)
+        eng.refresh()
+        out.append((eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone()))
+    return out
+
+
+def max_diff(a, b):
+    return {"pos": (a[0][..., 0:3] - b[0][..., 0:3]).abs().max().item(),
+            "quat": (a[0][..., 3:7] - b[0][..., 3:7]).abs().max().item(),
+            "vel": (a[0][..., 7:13] - b[0][..., 7:13]).abs().max().item(),
+            "dof_pos": (a[1] - b[1]).abs().max().item(),
+            "dof_vel": (a[2] - b[2]).abs().max().item()}
+
+
+# -- 1. the views ----------------------------------------------------------------------------
+@pytest.mark.parametrize("scene", ["ants", "balls"])
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_views_shapes_dtypes_and_identity(kind, scene):
+    eng = engine(kind, scene, 2)
+    sc = eng.scene
+    E, A, D = 2, len(sc.actors), len(sc.dofs)
+    shapes = {"root_states": (E, A, 13), "dof_pos": (E, D), "dof_vel": (E, D), "dof_effort_limit": (D,),
+              "dof_lower": (D,), "dof_upper": (D,), "initial_root_states": (A, 13), "initial_dof_pos": (D,)}
+    for name, shape in shapes.items():
+        t = getattr(eng, name)
+        assert tuple(t.shape) == shape, name
+        assert t.dtype == torch.float32, name
+        assert t.device.type == "cpu", name
+    views = [eng.root_states.data_ptr(), eng.dof_pos.data_ptr(), eng.dof_vel.data_ptr()]
+    eng.set_state(all_worlds(E), eng.initial_root_states.repeat(E, 1, 1), eng.initial_dof_pos.repeat(E, 1),
+                  torch.zeros(E, D))
+    eng.set_dof_torques(torch.zeros(E, D))
+    eng.simulate(2)
+    eng.refresh()
+    assert [eng.root_states.data_ptr(), eng.dof_pos.data_ptr(), eng.dof_vel.data_ptr()] == views
+    # initial state = the MJCF: first actor's position as placed, unit quaternions, at rest
+    x0 = -0.75 if scene == "ants" else 0.0  # ant0's torso / the box (the balls are not free bodies)
+    assert eng.initial_root_states[0, 0].item() == pytest.approx(x0, abs=1e-6)
+    assert torch.allclose(eng.initial_root_states[:, 3:7].norm(dim=-1), torch.ones(A), atol=1e-6)
+    assert eng.initial_root_states[:, 7:].abs().max() == 0
+    assert (eng.dof_effort_limit > 0).all()
+    assert eng.healthy().all()
+
+
+def test_make_engine_registry():
+    sc = ball_scene()
+    assert isinstance(make_engine("auto", sc, 1, "cpu"), MujocoEngine)
+    assert isinstance(make_engine("newton", sc, 1, "cpu"), NewtonEngine)
+    with pytest.raises(ValueError, match="mujoco"):
+        make_engine("bullet", sc, 1, "cpu")
+    with pytest.raises(RuntimeError, match="Isaac Gym"):
+        make_engine("physx", sc, 1, "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            make_engine("newton", sc, 1, "cuda:0")
+
+
+# -- 2. Newton imports the MJCF as MuJoCo compiles it; the engines agree ----------------------
+@pytest.mark.parametrize("scene", ["ants", "balls"])
+def test_newton_compiles_the_mujoco_model(scene):
+    eng = engine("newton", scene, 2)
+    assert eng.model_mismatches() == []
+    ref = MujocoEngine(eng.scene, 1)
+    for name in ("dof_effort_limit", "dof_lower", "dof_upper", "initial_root_states", "initial_dof_pos"):
+        assert torch.equal(getattr(eng, name), getattr(ref, name)), name
+
+
+def test_cross_engine_balls_push_box():
+    """Balls drive into the box and shove it for 1 s: the engines agree to ~1e-4."""
+    runs = [rollout(engine(k, "balls", 3), "balls", 100) for k in ("mujoco", "newton")]
+    box_y = runs[0][-1][0][:, 0, 1]
+    assert (box_y > 1.1).all(), "the balls should have pushed the box (+y): %s" % box_y
+    for t in (1, 4, 9, 19):  # 10, 25, 50, 100 steps
+        d = max_diff(runs[0][t], runs[1][t])
+        assert d["pos"] < 2e-3 and d["quat"] < 2e-3 and d["dof_pos"] < 2e-3, (t, d)
+        assert d["vel"] < 2e-2 and d["dof_vel"] < 2e-2, (t, d)
+
+
+def test_cross_engine_ants_random_torques():
+    """Perturbed ants under random torques: identical to ~1e-5 until their legs hit the floor
+    (~step 12); compared over the first 10 steps (see the module docstring)."""
+    runs = [rollout(engine(k, "ants", 3), "ants", 10) for k in ("mujoco", "newton")]
+    for t in (0, 1):  # 5, 10 steps
+        d = max_diff(runs[0][t], runs[1][t])
+        assert d["pos"] < 1e-3 and d["quat"] < 1e-3 and d["dof_pos"] < 1e-3, (t, d)
+        assert d["vel"] < 1e-2 and d["dof_vel"] < 1e-2, (t, d)
+
+
+def test_cross_engine_ants_fall_and_land():
+    """Zero torque from the perturbed state: the ants fall, land and settle the same way."""
+    out = {}
+    for k in ("mujoco", "newton"):
+        eng = engine(k, "ants", 3)
+        rs, dp, dv = perturbed_state(eng, "ants")
+        eng.set_state(all_worlds(3), rs, dp, dv)
+        eng.set_dof_torques(torch.zeros(3, eng.num_dof))
+        eng.simulate(100)
+        eng.refresh()
+        out[k] = (eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone())
+    d = max_diff(out["mujoco"], out["newton"])
+    assert d["pos"] < 1e-3 and d["quat"] < 1e-3 and d["dof_pos"] < 1e-2, d
+    assert d["vel"] < 1e-2 and d["dof_vel"] < 1e-1, d
+
+
+# -- 3. resets touch only the masked worlds ----------------------------------------------------
+@pytest.mark.parametrize("scene", ["ants", "balls"])
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_set_state_subset_leaves_others_bit_identical(kind, scene):
+    E = 4
+    eng = engine(kind, scene, E)
+    start = perturbed_state(eng, scene)
+    g = torch.Generator().manual_seed(3)
+    torques = [random_torques(eng, g, scene) for _ in range(4)]
+
+    def run(reset_mask):
+        eng.set_state(all_worlds(E), *start)
+        traj = []
+        for i, tq in enumerate(torques):
+            if i == 2 and reset_mask is not None:
+                before = (eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone())
+                eng.refresh()
+                new_rs = eng.initial_root_states.repeat(E, 1, 1)
+                new_dp = eng.initial_dof_pos.repeat(E, 1).clamp(eng.dof_lower, eng.dof_upper)
+                eng.set_state(reset_mask, new_rs, new_dp, torch.zeros(E, eng.num_dof))
+                eng.refresh()
+                keep = ~reset_mask
+                assert torch.equal(eng.root_states[keep], before[0][keep])
+                assert torch.equal(eng.dof_pos[keep], before[1][keep])
+                assert torch.equal(eng.dof_vel[keep], before[2][keep])
+                assert torch.allclose(eng.root_states[reset_mask], new_rs[reset_mask], atol=1e-6)
+                assert torch.allclose(eng.dof_pos[reset_mask], new_dp[reset_mask], atol=1e-6)
+            eng.set_dof_torques(tq)
+            eng.simulate(3)
+            eng.refresh()
+            traj.append((eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone()))
+        return traj
+
+    plain = run(None)
+    mask = torch.tensor([True, False, True, False])
+    reset = run(mask)
+    keep = ~mask
+    for a, b in zip(plain, reset):  # the other worlds never notice the reset, bit for bit
+        for x, y in zip(a, b):
+            assert torch.equal(x[keep], y[keep])
+    assert not torch.equal(plain[-1][0][mask], reset[-1][0][mask])
+
+
+# -- 4. determinism ------------------------------------------------------------------------------
+@pytest.mark.parametrize("scene", ["ants", "balls"])
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_same_inputs_same_trajectory(kind, scene):
+    eng = engine(kind, scene, 2)
+    a = rollout(eng, scene, 30)
+    b = rollout(eng, scene, 30)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            assert torch.equal(u, v)
+
+
+# -- 5. physics facts ----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_ants_settle_and_stay(kind):
+    eng = engine(kind, "ants", 1)
+    rs = eng.initial_root_states.clone()[None]
+    for a in range(2):
+        rs[0, a, 2] = 0.45
+    dp = torch.zeros(1, eng.num_dof).clamp(eng.dof_lower, eng.dof_upper)
+    eng.set_state(all_worlds(1), rs, dp, torch.zeros(1, eng.num_dof))
+    eng.set_dof_torques(torch.zeros(1, eng.num_dof))
+    eng.simulate(100)
+    eng.refresh()
+    z1 = eng.root_states[0, :2, 2].clone()
+    eng.simulate(200)
+    eng.refresh()
+    z3 = eng.root_states[0, :2, 2]
+    assert (z3 - z1).abs().max() < 0.01, "torso height should be steady from t=1 s to 3 s: %s -> %s" % (z1, z3)
+    assert torch.allclose(z3, torch.full_like(z3, 0.3612), atol=0.01), "settled torso height %s" % z3
+
+
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_box_alone_stays_put(kind):
+    sc = compose_scene([], [Prop("box", (0.3, 0.3, 0.2), 2.0, 0.5, (0.0, 0.0, 0.2))], timestep=DT)
+    eng = ENGINES[kind](sc, 1)
+    eng.refresh()
+    p0 = eng.root_states[0, 0, :3].clone()
+    eng.simulate(200)
+    eng.refresh()
+    assert (eng.root_states[0, 0, :3] - p0).norm() < 1e-3, "a resting box should not move"
+    assert eng.root_states[0, 0, 7:].abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_ball_pushed_plus_x_moves_plus_x(kind):
+    eng = engine(kind, "balls", 1)
+    eng.set_state(all_worlds(1), eng.initial_root_states[None], eng.initial_dof_pos[None],
+                  torch.zeros(1, eng.num_dof))
+    x0 = eng.initial_dof_pos.clone()
+    torque = torch.zeros(1, eng.num_dof)
+    torque[0, 2] = eng.dof_effort_limit[2]  # ball1 slide_x: away from ball0 and past the box
+    eng.set_dof_torques(torque)
+    eng.simulate(100)
+    eng.refresh()
+    dx = eng.dof_pos[0] - x0
+    v = 10.0 / 2.0 * (1.0 - math.exp(-2.0 * 1.0))  # F = gear 10 x ctrl 1, damping 2, mass 1, t = 1 s
+    assert dx[2] > 0.5, "ball1 pushed +x should move +x (moved %.3f m)" % dx[2]
+    assert dx[[0, 1, 3]].abs().max() < 1e-3, "nothing else should move: %s" % dx
+    assert math.isclose(eng.dof_vel[0, 2].item(), v, rel_tol=0.02), "speed %.3f, expected %.3f" % (eng.dof_vel[0, 2], v)
+
+
+# -- CUDA ----------------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+
+@cuda
+def test_cuda_graph_matches_eager_and_cpu():
+    sc = ant_scene()
+    graph = NewtonEngine(sc, 4, "cuda:0")
+    eager = NewtonEngine(sc, 4, "cuda:0", use_cuda_graph=False)
+    cpu = MujocoEngine(sc, 4)
+    runs = []
+    for eng in (graph, eager, cpu):
+        start = [t.to(eng.device) for t in perturbed_state(cpu, "ants")]
+        traj = rollout(eng, "ants", 10, start=start)
+        runs.append([tuple(t.cpu() for t in step) for step in traj])
+    for a, b in zip(runs[0], runs[1]):
+        d = max_diff(a, b)
+        assert max(d.values()) < 1e-4, d
+    d = max_diff(runs[0][-1], runs[2][-1])
+    assert d["pos"] < 1e-3 and d["dof_pos"] < 1e-3, d
+    assert graph.root_states.device.type == "cuda" and graph.dof_pos.is_cuda
+
+
+@cuda
+def test_cuda_set_state_subset_bit_identical():
+    E = 8
+    eng = NewtonEngine(ant_scene(), E, "cuda:0")
+    eng.set_dof_torques(torch.zeros(E, eng.num_dof, device=eng.device))
+    eng.simulate(5)
+    eng.refresh()
+    before = eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone()
+    mask = torch.arange(E, device=eng.device) % 2 == 0
+    eng.set_state(mask, eng.initial_root_states.repeat(E, 1, 1), eng.initial_dof_pos.repeat(E, 1),
+                  torch.zeros(E, eng.num_dof, device=eng.device))
+    eng.refresh()
+    assert torch.equal(eng.root_states[~mask], before[0][~mask])
+    assert torch.equal(eng.dof_pos[~mask], before[1][~mask])
+    assert torch.allclose(eng.root_states[mask], eng.initial_root_states.expand(int(mask.sum()), -1, -1))
