@@ -1,0 +1,71 @@
+"""Epsilon-greedy over all envs x agents honours avail_actions (flat and factored with padding).
+
+    python -m pytest tests/test_qmix_exploration.py -q
+"""
+import pytest
+import torch
+
+from qmix_isaac.qmix import ActionSpec, EpsilonGreedy, random_available_actions
+
+
+def _random_avail(spec, n, A, g):
+    avail = (torch.rand(n, A, spec.n_branches, spec.max_bins, generator=g) < 0.5) & spec.bin_mask()
+    first_real = torch.zeros_like(avail)
+    first_real[..., 0] = True  # every branch keeps at least one available bin
+    return avail | first_real
+
+
+@pytest.mark.parametrize("spec", [ActionSpec.flat(6), ActionSpec.factored_bins((3, 5, 2))])
+def test_random_actions_are_always_available_and_uniform(spec):
+    g = torch.Generator().manual_seed(0)
+    n, A = 64, 3
+    avail = _random_avail(spec, n, A, g)
+    counts = torch.zeros(n, A, spec.n_branches, spec.max_bins)
+    draws = 400
+    for _ in range(draws):
+        a = EpsilonGreedy.select(torch.randn(avail.shape, generator=g), avail, epsilon=1.0, generator=g)
+        assert a.shape == (n, A, spec.n_branches)
+        picked = torch.nn.functional.one_hot(a, spec.max_bins).bool()
+        assert not (picked & ~avail).any(), "an unavailable action was drawn"
+        counts += picked
+    # every available bin is drawn, about uniformly: mean count draws / n_available per branch
+    expected = draws / avail.sum(-1, keepdim=True).float()
+    assert (counts[avail] > 0).all()
+    ratio = counts[avail] / expected.expand_as(counts)[avail]
+    assert ratio.mean() == pytest.approx(1.0, abs=0.02)
+    assert ratio.min() > 0.5 and ratio.max() < 1.6
+
+
+def test_greedy_never_picks_an_unavailable_action_even_if_best():
+    q = torch.tensor([[[[10.0, 1.0, 2.0]]]])  # [1, 1, 1, 3]
+    avail = torch.tensor([[[[False, True, True]]]])
+    for eps in (0.0, 0.5, 1.0):
+        for _ in range(50):
+            a = EpsilonGreedy.select(q, avail, epsilon=eps)
+            assert a.item() in (1, 2)
+    assert EpsilonGreedy.select(q, avail, epsilon=0.0).item() == 2
+
+
+def test_epsilon_mixes_greedy_and_random_at_the_given_rate():
+    g = torch.Generator().manual_seed(1)
+    n, A, K = 20000, 2, 4
+    q = torch.zeros(n, A, 1, K)
+    q[..., 3] = 1.0  # greedy = 3
+    avail = torch.ones(n, A, 1, K, dtype=torch.bool)
+    a = EpsilonGreedy.select(q, avail, epsilon=0.4, generator=g)
+    non_greedy = (a != 3).float().mean().item()
+    assert non_greedy == pytest.approx(0.4 * 3 / 4, abs=0.02)
+
+
+def test_random_available_actions_single_choice():
+    avail = torch.zeros(100, 2, 7, dtype=torch.bool)
+    avail[..., 5] = True
+    assert (random_available_actions(avail) == 5).all()
+
+
+def test_epsilon_schedule_is_linear_in_env_steps():
+    ex = EpsilonGreedy(eps_start=1.0, eps_finish=0.1, eps_anneal_steps=1000)
+    assert ex.epsilon(0) == 1.0
+    assert ex.epsilon(500) == pytest.approx(0.55)
+    assert ex.epsilon(1000) == pytest.approx(0.1)
+    assert ex.epsilon(10**9) == pytest.approx(0.1)
