@@ -253,10 +253,20 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
     next_clip = runner.env_steps + int(cfg.capture_video_freq) * env.num_envs
     t0 = time.perf_counter()
     stats: Dict[str, float] = {}
+    check_syncs = bool(cfg.sync_debug) and torch.device(env.rl_device).type == "cuda"
+    guarded = 0
     try:
         while iteration < max_it:
+            # sync_debug: once warm (graphs captured, learning started), any host sync between
+            # simulation and gradient step raises (DESIGN.md §2)
+            guard = check_syncs and runner.learner.grad_steps > 0
+            if guard:
+                torch.cuda.set_sync_debug_mode("error")
             new_steps = runner.collect()                        # T steps of every env -> replay
             runner.train(runner.grad_steps_due(new_steps))      # replay ratio
+            if guard:
+                torch.cuda.set_sync_debug_mode("default")
+                guarded += 1
             iteration += 1
             if runner.env_steps >= next_log or iteration == max_it:
                 stats = named_stats(runner.pop_stats(), runner.env_steps)
@@ -279,6 +289,9 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
     png = plot_curves(logger.history, os.path.join(run_dir, "curves.png"), title=task_cfg["name"])
     logger.close()
     wall = time.perf_counter() - t0
+    if check_syncs:
+        print("[qmix-isaac] sync_debug: %d iterations ran under torch.cuda.set_sync_debug_mode"
+              "('error') without a host sync" % guarded, flush=True)
     print("[qmix-isaac] done: %d iterations, %s env steps, %d gradient steps in %.0f s; best %s; "
           "curves %s" % (iteration, "{:,}".format(runner.env_steps), runner.learner.grad_steps, wall,
                          "%.3f" % best if best > -math.inf else "-", png), flush=True)
@@ -307,8 +320,10 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     headless = str(_given(argv, "headless") or "True").lower() not in ("false", "0")
-    from qmix_isaac.record.video import choose_gl_backend
-    choose_gl_backend(headless)                     # before anything imports mujoco
+    video = str(_given(argv, "capture_video") or "False").lower() in ("true", "1")
+    if video or not headless:  # rendering: pick an OpenGL backend before anything imports mujoco
+        from qmix_isaac.record.video import choose_gl_backend
+        choose_gl_backend(headless)
     os.environ.setdefault("WARP_CACHE_PATH", os.path.join(HERE, ".warp_cache"))
     from qmix_isaac.record.checkpoint import CheckpointError, load_checkpoint
     try:

@@ -9,7 +9,15 @@
 """
 from __future__ import annotations
 
+import os as _os
 from typing import Any, Dict, Optional
+
+# A source checkout on PYTHONPATH (no pip install): ``qmix_isaac.tasks`` lives in ../tasks, as
+# setup.py's package_dir maps it for installs. Let the package find it there too.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "tasks")) \
+        and _os.path.isfile(_os.path.join(_root, "tasks", "__init__.py")):
+    __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821
 
 __version__ = "0.1.0"
 __all__ = ["make", "__version__"]

@@ -25,7 +25,7 @@ import torch
 from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z, yaw_from_quat
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
-from .base import MultiAgentVecTask, TaskConfigError
+from .base import MultiAgentVecTask, TaskConfigError, teammate_index
 
 __all__ = ["MultiAntPush", "compute_ant_push_observations", "compute_ant_push_reward",
            "ANT_DOFS", "ANT_OBS"]
@@ -77,8 +77,12 @@ class MultiAntPush(MultiAgentVecTask):
                          virtual_screen_capture, force_render)
         E, dev = self.num_envs, self.sim_device
         e = self.engine
-        self.ant_index = torch.tensor([e.index_of_actor("ant%d_torso" % i) for i in range(self.num_ants)],
-                                      device=dev)
+        first = e.index_of_actor("ant0_torso")
+        if [e.index_of_actor("ant%d_torso" % i) for i in range(self.num_ants)] != list(
+                range(first, first + self.num_ants)):
+            raise RuntimeError("the ants' root states must be consecutive actors")
+        # a slice, not an index tensor: writing through a tensor index syncs with the host on CUDA
+        self.ant_index = slice(first, first + self.num_ants)
         self.box_index = e.index_of_actor("box")
         self.levels = torch.linspace(-1.0, 1.0, self.bins, device=dev)
         self.torque_scale = e.dof_effort_limit * self.power_scale
@@ -215,7 +219,8 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
     heading (cos, sin) (2).
     """
     E, N, _ = torso_pos.shape
-    gravity = torch.tensor([0.0, 0.0, -1.0], device=torso_pos.device).expand(E, N, 3)
+    gravity = torch.zeros_like(torso_pos)
+    gravity[..., 2] = -1.0
     g_body = quat_rotate_inverse(torso_quat, gravity)
     v_body = quat_rotate_inverse(torso_quat, torso_linvel)
     w_body = quat_rotate_inverse(torso_quat, torso_angvel)
@@ -234,8 +239,7 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
              time_left.view(E, 1, 1).expand(E, N, 1), box_pos[:, None, 2:3].expand(E, N, 1),
              box_linvel[:, None, 0:2].norm(dim=-1, keepdim=True).expand(E, N, 1)]
     if N > 1:
-        idx = torch.arange(N, device=torso_pos.device)
-        others = idx.view(1, N).expand(N, N)[~torch.eye(N, dtype=torch.bool, device=idx.device)].view(N, N - 1)
+        others = teammate_index(N, torso_pos.device)
         mate = torso_pos[:, others, 0:2] - torso_pos[:, :, None, 0:2]     # [E, N, N-1, 2]
         mate = rotate_z(mate, -yaw.unsqueeze(-1))
         dyaw = yaw[:, others] - yaw.unsqueeze(-1)
@@ -265,7 +269,8 @@ def compute_ant_push_reward(*, torso_pos, torso_quat, box_pos, goal_pos, prev_bo
     """
     box_dist = torch.norm(goal_pos - box_pos[:, 0:2], dim=-1)
     ant_dist = torch.norm(torso_pos[..., 0:2] - box_pos[:, None, 0:2], dim=-1).mean(-1)
-    up = torch.tensor([0.0, 0.0, 1.0], device=torso_pos.device).expand_as(torso_pos)
+    up = torch.zeros_like(torso_pos)
+    up[..., 2] = 1.0
 
     up_z = quat_rotate(torso_quat, up)[..., 2]                         # [E, N]
     fallen = (up_z < fall_up_z).any(-1)

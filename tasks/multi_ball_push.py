@@ -21,7 +21,7 @@ import torch
 
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
-from .base import MultiAgentVecTask, TaskConfigError
+from .base import MultiAgentVecTask, TaskConfigError, teammate_index
 
 __all__ = ["MultiBallPush", "scripted_ball_push_actions", "compute_ball_push_observations", "compute_ball_push_reward",
            "BALL_ACTION_DIRECTIONS"]
@@ -161,8 +161,7 @@ def compute_ball_push_observations(*, ball_pos, ball_vel, box_pos, box_vel, box_
     rel_goal = goal_pos.unsqueeze(1) - ball_pos
     parts = [rel_box, ball_vel, box_vel.unsqueeze(1).expand(E, N, 2), goal_box, rel_goal]
     if N > 1:
-        others = torch.arange(N, device=ball_pos.device).view(1, N).expand(N, N)
-        others = others[~torch.eye(N, dtype=torch.bool, device=ball_pos.device)].view(N, N - 1)
+        others = teammate_index(N, ball_pos.device)
         mate_pos = ball_pos[:, others] - ball_pos.unsqueeze(2)          # [E, N, N-1, 2]
         mate_vel = ball_vel[:, others]
         parts.append(torch.cat([mate_pos, mate_vel], -1).reshape(E, N, 4 * (N - 1)))

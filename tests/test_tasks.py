@@ -240,3 +240,9 @@ def test_bad_input_one_clear_error(kwargs, exc, words):
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         qmix_isaac.make("MultiBallPush", num_envs=2, sim_device="cuda:0")
+
+
+def test_teammate_index():
+    from qmix_isaac.tasks.base import teammate_index
+    assert teammate_index(3, "cpu").tolist() == [[1, 2], [0, 2], [0, 1]]
+    assert teammate_index(1, "cpu").shape == (1, 0)

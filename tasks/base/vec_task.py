@@ -27,7 +27,14 @@ import torch
 from qmix_isaac.sim import make_engine
 from qmix_isaac.sim.scene import Scene
 
-__all__ = ["MultiAgentVecTask", "TaskConfigError"]
+__all__ = ["MultiAgentVecTask", "TaskConfigError", "teammate_index"]
+
+
+def teammate_index(n: int, device) -> torch.Tensor:
+    """LongTensor [n, n-1]: row i lists every agent but i, in index order. Pure arithmetic (no
+    boolean-mask indexing, which would make the device report its count to the host)."""
+    j = torch.arange(n - 1, device=device).view(1, -1)
+    return j + (j >= torch.arange(n, device=device).view(-1, 1)).to(torch.long)
 
 
 class TaskConfigError(ValueError):
