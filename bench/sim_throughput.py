@@ -49,8 +49,9 @@ def rate(fn, num_envs, device, seconds, repeats=3):
     return statistics.median(out)
 
 
-def bare_rollout(env, seconds):
-    """mujoco.rollout stepping the task's MJCF with nothing around it."""
+def bare_rollout(env, start_state, ctrl_row, seconds):
+    """mujoco.rollout stepping the task's MJCF from the same states with the same controls as
+    the engine, with nothing around it."""
     import mujoco
     from mujoco import rollout
     m = mujoco.MjModel.from_xml_string(env.scene.xml)
@@ -58,9 +59,9 @@ def bare_rollout(env, seconds):
     nthread = os.cpu_count() or 1
     datas = [mujoco.MjData(m) for _ in range(nthread)]
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-    state = np.tile(env.engine._state[0], (E, 1)).copy()
+    state = start_state.copy()
     out = np.empty((E, cf, mujoco.mj_stateSize(m, spec)))
-    ctrl = np.random.uniform(-0.5, 0.5, (E, cf, m.nu))
+    ctrl = np.repeat(ctrl_row[:, None, :], cf, axis=1).copy()
     models = [m] * E
     with rollout.Rollout(nthread=nthread) as r:
         def step():
@@ -101,9 +102,14 @@ def main(argv=None):
             def task():
                 env.step(acts)
 
+            r_bare = float("nan")
+            if env.engine.name == "mujoco":  # same start states and controls as the raw engine
+                env.engine.set_dof_torques(torques)
+                start = env.engine._state.copy()
+                r_bare = bare_rollout(env, start, env.engine._ctrl[:, 0, :].copy(), a.seconds)
+                env.engine._state[:] = start
             r_raw = rate(raw, E, dev, a.seconds)
             r_task = rate(task, E, dev, a.seconds)
-            r_bare = bare_rollout(env, a.seconds) if engine == "mujoco" else float("nan")
             print("| %s | %d | %s | %.0f | %.0f | %.0f%% | %s |" % (
                 env.engine.name, E, "-" if r_bare != r_bare else "%.0f" % r_bare, r_raw, r_task,
                 100.0 * (1.0 - r_task / r_raw),

@@ -26,6 +26,7 @@ from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z,
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
 from .base import MultiAgentVecTask, TaskConfigError, teammate_index
+from .base.layout import sample_push_layout, yaw_quat
 
 __all__ = ["MultiAntPush", "compute_ant_push_observations", "compute_ant_push_reward",
            "ANT_DOFS", "ANT_OBS"]
@@ -119,32 +120,23 @@ class MultiAntPush(MultiAgentVecTask):
 
     # ---- resets ---------------------------------------------------------------------------------
     def sample_start_states(self) -> Dict[str, torch.Tensor]:
-        E, N, dev, g = self.num_envs, self.num_ants, self.sim_device, self.rng
+        E, N, nd = self.num_envs, self.num_ants, self.engine.num_dof
+        lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.5,
+                                 box_yaw_range=math.pi / 2, goal_range=self.goal_range,
+                                 spawn_range=self.spawn_range, n_extra=nd)
         root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
         root[..., 7:13] = 0.0
-        box_xy = (torch.rand(E, 2, device=dev, generator=g) - 0.5) * 0.5
-        root[:, self.box_index, 0:2] = box_xy
+        root[:, self.box_index, 0:2] = lay.box_xy
         root[:, self.box_index, 2] = self.box_half[2]
-        root[:, self.box_index, 3:7] = _yaw_quat(torch.rand(E, device=dev, generator=g) * (math.pi / 2))
-        gdir = torch.rand(E, device=dev, generator=g) * 2 * math.pi
-        lo, hi = self.goal_range
-        gdist = lo + (hi - lo) * torch.rand(E, device=dev, generator=g)
-        goal = box_xy + gdist.unsqueeze(-1) * torch.stack([gdir.cos(), gdir.sin()], -1)
-        # ants spread on a ring around the box, facing random directions
-        base = torch.rand(E, 1, device=dev, generator=g) * 2 * math.pi
-        ang = base + 2 * math.pi * torch.arange(N, device=dev).view(1, N) / N \
-            + (torch.rand(E, N, device=dev, generator=g) - 0.5) * (math.pi / N)
-        lo, hi = self.spawn_range
-        radius = lo + (hi - lo) * torch.rand(E, N, device=dev, generator=g)
-        ant_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([ang.cos(), ang.sin()], -1)
-        root[:, self.ant_index, 0:2] = ant_xy
+        root[:, self.box_index, 3:7] = yaw_quat(lay.box_yaw)
+        root[:, self.ant_index, 0:2] = lay.robot_xy
         root[:, self.ant_index, 2] = float(self.cfg["task"]["startHeight"])
-        root[:, self.ant_index, 3:7] = _yaw_quat(torch.rand(E, N, device=dev, generator=g) * 2 * math.pi)
+        root[:, self.ant_index, 3:7] = yaw_quat(lay.robot_yaw)
         noise = float(self.cfg["task"]["dofNoise"])
-        dof_pos = self.start_dof_pos + noise * (torch.rand(E, self.engine.num_dof, device=dev, generator=g) - 0.5)
+        dof_pos = self.start_dof_pos + noise * (lay.extra - 0.5)
         dof_pos = torch.max(torch.min(dof_pos, self.engine.dof_upper), self.engine.dof_lower)
         return {"root_states": root, "dof_pos": dof_pos,
-                "dof_vel": torch.zeros(E, self.engine.num_dof, device=dev), "goal": goal}
+                "dof_vel": torch.zeros(E, nd, device=self.sim_device), "goal": lay.goal_xy}
 
     def on_reset(self, mask, start):
         m = mask.view(-1, 1)
@@ -198,11 +190,6 @@ class MultiAntPush(MultiAgentVecTask):
         self.terminated_buf.copy_(success | failure)
         self.metrics["final_box_dist"].copy_(box_dist)
         return terms
-
-
-def _yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
-    z = torch.zeros_like(yaw)
-    return torch.stack([z, z, torch.sin(yaw / 2), torch.cos(yaw / 2)], -1)
 
 
 def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_angvel, dof_pos,

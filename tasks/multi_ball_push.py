@@ -22,6 +22,7 @@ import torch
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
 from .base import MultiAgentVecTask, TaskConfigError, teammate_index
+from .base.layout import sample_push_layout, yaw_quat
 
 __all__ = ["MultiBallPush", "scripted_ball_push_actions", "compute_ball_push_observations", "compute_ball_push_reward",
            "BALL_ACTION_DIRECTIONS"]
@@ -90,27 +91,17 @@ class MultiBallPush(MultiAgentVecTask):
 
     # ---- resets ---------------------------------------------------------------------------------
     def sample_start_states(self) -> Dict[str, torch.Tensor]:
-        E, N, dev, g = self.num_envs, self.num_balls, self.sim_device, self.rng
+        E, N = self.num_envs, self.num_balls
+        lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.4,
+                                 box_yaw_range=math.pi / 2, goal_range=self.goal_range,
+                                 spawn_range=self.spawn_range)
         root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
-        box_xy = (torch.rand(E, 2, device=dev, generator=g) - 0.5) * 0.4
-        yaw = (torch.rand(E, device=dev, generator=g) - 0.5) * (math.pi / 2)
-        root[:, self.box_index, 0:2] = box_xy
+        root[:, self.box_index, 0:2] = lay.box_xy
         root[:, self.box_index, 2] = self.box_half[2]
-        root[:, self.box_index, 3:7] = torch.stack(
-            [torch.zeros_like(yaw), torch.zeros_like(yaw), torch.sin(yaw / 2), torch.cos(yaw / 2)], -1)
+        root[:, self.box_index, 3:7] = yaw_quat(lay.box_yaw)
         root[:, self.box_index, 7:13] = 0.0
-        # balls on a ring around the box, spread in angle so they never overlap each other
-        base = torch.rand(E, 1, device=dev, generator=g) * 2 * math.pi
-        spread = base + 2 * math.pi * torch.arange(N, device=dev).view(1, N) / N \
-            + (torch.rand(E, N, device=dev, generator=g) - 0.5) * (math.pi / N)
-        lo, hi = self.spawn_range
-        radius = lo + (hi - lo) * torch.rand(E, N, device=dev, generator=g)
-        ball_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([spread.cos(), spread.sin()], -1)
-        gdir = torch.rand(E, device=dev, generator=g) * 2 * math.pi
-        gdist = self.goal_range[0] + (self.goal_range[1] - self.goal_range[0]) * torch.rand(E, device=dev, generator=g)
-        goal = box_xy + gdist.unsqueeze(-1) * torch.stack([gdir.cos(), gdir.sin()], -1)
-        return {"root_states": root, "dof_pos": ball_xy.reshape(E, 2 * N),
-                "dof_vel": torch.zeros(E, 2 * N, device=dev), "goal": goal}
+        return {"root_states": root, "dof_pos": lay.robot_xy.reshape(E, 2 * N),
+                "dof_vel": torch.zeros(E, 2 * N, device=self.sim_device), "goal": lay.goal_xy}
 
     def on_reset(self, mask, start):
         m = mask.view(-1, 1)

@@ -82,6 +82,7 @@ class Engine:
 
     def healthy(self) -> torch.Tensor:
         """bool[E]: every root and dof value of the world is finite and the engine did not
-        find it unstable in the last step."""
+        find it unstable in the last step. Engines override this to read their own state, so
+        that it is valid right after :meth:`simulate`, before :meth:`refresh`."""
         return torch.isfinite(self.root_states).flatten(1).all(1) & torch.isfinite(
             torch.cat([self.dof_pos, self.dof_vel], 1)).all(1) & ~self.diverged

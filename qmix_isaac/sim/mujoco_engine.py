@@ -152,6 +152,10 @@ class MujocoEngine(Engine):
         self.dof_pos.copy_(qpos[:, self._dof_q])
         self.dof_vel.copy_(qvel[:, self._dof_v])
 
+    def healthy(self) -> torch.Tensor:
+        nq, nv = self.model.nq, self.model.nv
+        return torch.isfinite(self.state64[:, 1:1 + nq + nv]).all(1) & ~self.diverged
+
     def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
         m = mask.to(torch.bool).view(-1, 1)
         qpos = self.qpos.clone()

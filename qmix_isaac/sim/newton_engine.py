@@ -462,6 +462,9 @@ class NewtonEngine(Engine):
         self.dof_pos.copy_(q[:, self._dof_q] + self._dof_ref)
         self.dof_vel.copy_(qd[:, self._dof_v])
 
+    def healthy(self) -> torch.Tensor:
+        return torch.isfinite(self._jq).all(1) & torch.isfinite(self._jqd).all(1)
+
     def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
         mask = mask.to(device=self.device, dtype=torch.bool)
         m = mask.view(-1, 1)

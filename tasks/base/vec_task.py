@@ -154,14 +154,13 @@ class MultiAgentVecTask:
         actions = actions.to(self.sim_device)
         self.pre_physics_step(actions)
         self.engine.simulate(self.control_freq_inv)
-        self.engine.refresh()
         self.post_physics_step()
         extras = self.extras
         return self._obs_dict(), self.rew_buf.to(self.rl_device), \
             self.reset_buf.to(self.rl_device), extras
 
     def post_physics_step(self) -> None:
-        blown = ~self.engine.healthy()
+        blown = ~self.engine.healthy()                 # read from the engine's own state
         self.blowups += blown.sum()
         was_reset = self.reset_buf | blown            # worlds reset now: the crossing step
         self._reset_worlds(was_reset)

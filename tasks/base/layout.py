@@ -1,0 +1,50 @@
+"""Random start layouts shared by the push tasks: a box, a goal, robots on a ring around the box.
+
+One ``torch.rand`` call draws every number a reset needs, for all worlds at once (the task base
+samples start states for every world each step and keeps the rows of the worlds that reset).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Tuple
+
+import torch
+
+__all__ = ["PushLayout", "sample_push_layout", "yaw_quat"]
+
+
+class PushLayout(NamedTuple):
+    box_xy: torch.Tensor      # [E, 2]
+    box_yaw: torch.Tensor     # [E]
+    goal_xy: torch.Tensor     # [E, 2]
+    robot_xy: torch.Tensor    # [E, N, 2]
+    robot_yaw: torch.Tensor   # [E, N], uniform in [0, 2 pi)
+    extra: torch.Tensor       # [E, n_extra] uniform in [0, 1), for task-specific draws
+
+
+def yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
+    """Quaternions (xyzw) of rotations by ``yaw`` about world z."""
+    z = torch.zeros_like(yaw)
+    return torch.stack([z, z, torch.sin(yaw / 2), torch.cos(yaw / 2)], -1)
+
+
+def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, device,
+                       box_spread: float, box_yaw_range: float, goal_range: Tuple[float, float],
+                       spawn_range: Tuple[float, float], n_extra: int = 0) -> PushLayout:
+    """Box uniform in a ``box_spread`` square around the origin with yaw uniform in
+    [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` in a
+    uniform direction; robots at distances uniform in ``spawn_range`` from the box, spread evenly
+    in angle (random phase, jitter of half a sector) so they never start on top of each other."""
+    E, N = num_envs, num_robots
+    u = torch.rand(E, 6 + 3 * N + n_extra, device=device, generator=rng)
+    box_xy = (u[:, 0:2] - 0.5) * box_spread
+    box_yaw = (u[:, 2] - 0.5) * box_yaw_range
+    gdir, gdist = u[:, 3] * 2 * math.pi, goal_range[0] + (goal_range[1] - goal_range[0]) * u[:, 4]
+    goal = box_xy + gdist.unsqueeze(-1) * torch.stack([gdir.cos(), gdir.sin()], -1)
+    sector = 2 * math.pi / N
+    ang = u[:, 5:6] * 2 * math.pi + sector * torch.arange(N, device=device).view(1, N) \
+        + (u[:, 6:6 + N] - 0.5) * (sector / 2)
+    radius = spawn_range[0] + (spawn_range[1] - spawn_range[0]) * u[:, 6 + N:6 + 2 * N]
+    robot_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([ang.cos(), ang.sin()], -1)
+    robot_yaw = u[:, 6 + 2 * N:6 + 3 * N] * 2 * math.pi
+    return PushLayout(box_xy, box_yaw, goal, robot_xy, robot_yaw, u[:, 6 + 3 * N:])
