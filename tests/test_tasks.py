@@ -31,20 +31,25 @@ def random_actions(env, gen=None):
     return torch.randint(0, env.action_shape[-1], shape, generator=gen)
 
 
+@pytest.mark.parametrize("engine", ["mujoco", "newton"])
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("mode", ["ant", "leg"])
-def test_contract_shapes_dtypes_devices(task, mode):
+def test_contract_shapes_dtypes_devices(task, mode, engine):
     kw = {"agentMode": mode} if task == "MultiAntPush" else {}
     if task == "MultiBallPush" and mode == "leg":
         pytest.skip("agent modes are a MultiAntPush option")
-    env = qmix_isaac.make(task, num_envs=3, seed=0, **kw)
+    if engine == "newton":
+        pytest.importorskip("newton", reason="newton[sim] not installed")
+    env = qmix_isaac.make(task, num_envs=3, seed=0, physics_engine=engine, **kw)
+    assert env.engine.name == engine
     E, A = 3, env.num_agents
     obs = env.reset()
     assert obs["obs"].shape == (E, A, env.num_obs) and obs["obs"].dtype == torch.float32
     assert obs["states"].shape == (E, env.num_states) and obs["states"].dtype == torch.float32
     assert obs["avail_actions"].shape == (E, A) + env.action_shape
     assert obs["avail_actions"].dtype == torch.bool
-    obs, rew, reset, extras = env.step(random_actions(env))
+    for _ in range(3):
+        obs, rew, reset, extras = env.step(random_actions(env))
     assert rew.shape == (E,) and rew.dtype == torch.float32
     assert reset.shape == (E,) and reset.dtype == torch.bool
     assert extras["time_outs"].shape == (E,) and extras["time_outs"].dtype == torch.bool
@@ -246,3 +251,12 @@ def test_teammate_index():
     from qmix_isaac.tasks.base import teammate_index
     assert teammate_index(3, "cpu").tolist() == [[1, 2], [0, 2], [0, 1]]
     assert teammate_index(1, "cpu").shape == (1, 0)
+
+
+def test_missing_engine_package_is_a_clear_error(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "newton", None)   # as if newton[sim] were not installed
+    monkeypatch.delitem(sys.modules, "qmix_isaac.sim.newton_engine", raising=False)
+    with pytest.raises(ImportError) as info:
+        qmix_isaac.make("MultiBallPush", num_envs=2, physics_engine="newton")
+    assert "pip install 'newton[sim]'" in str(info.value) and "\n" not in str(info.value)
