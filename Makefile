@@ -1,12 +1,23 @@
 # Two commands set up a fresh machine (Python 3.8+ with venv) and do the work:
-#   make test                       # creates .venv, installs, checks 3.8 syntax, runs pytest
+#   make test                       # creates .venv, installs (+ Debian GL libs), checks 3.8 syntax, runs pytest
 #   make train ARGS="task=MultiAntPush"
 # torch==2.13.0 is the CPU build on a machine without CUDA and the CUDA build on one with it.
 PY := .venv/bin/python
 export WARP_CACHE_PATH ?= $(CURDIR)/.warp_cache
 
-.PHONY: test train bench setup
+SYSDEPS := libosmesa6 xvfb libgl1 libglx-mesa0 libxtst6
+
+.PHONY: test train bench setup sysdeps
 setup: .venv/.installed
+
+# Debian libraries the tests use: OSMesa (offscreen video), Xvfb + GL + XTest (viewer window).
+# Installed when missing and we are root; otherwise those tests skip or fail with a clear reason.
+sysdeps:
+	@need=""; for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	  else echo "note: missing system packages:$$need (video/viewer tests need them)"; fi; fi
 
 .venv/.installed: setup.py
 	test -x $(PY) || python3 -m venv .venv
@@ -15,7 +26,7 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-test: .venv/.installed
+test: .venv/.installed sysdeps
 	.venv/bin/vermin -q -t=3.8- --no-tips --violations --backport dataclasses qmix_isaac tasks
 	$(PY) -m pytest -q tests
 

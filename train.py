@@ -3,12 +3,19 @@
     python train.py task=MultiAntPush                         # train (Newton on CUDA, MuJoCo on CPU)
     python train.py task=MultiBallPush num_envs=64 max_iterations=200
     python train.py checkpoint=runs/<run>/nn/last.pth         # resume where it stopped
-    python train.py test=True checkpoint=runs/<run>/nn/best.pth [headless=False] [capture_video=True]
+    python train.py test=True checkpoint=runs/<run>/nn/best.pth [capture_video=True]
+    python train.py test=True checkpoint=... headless=False [viewer_steps=N]   # watch (ESC quits)
 
 A run writes ``<train_dir>/<experiment>_<date>/``: ``config.yaml`` (resolved), ``nn/last.pth``
 and ``nn/best.pth``, TensorBoard ``summaries/``, ``curves.png`` and ``videos/``. Bad input (an
 unknown task, a mistyped override, a missing or foreign checkpoint, CUDA without CUDA) ends with
 one line on stderr, exit code 2, and no run folder.
+
+Resuming (``checkpoint=`` without ``test=True``) continues the checkpoint's counters (iterations,
+env steps, gradient steps) and learning curves in a new run folder; ``max_iterations`` counts from
+the start of the run. The task and train configs are the checkpoint's, with the command line's
+``task.*`` / ``train.*`` overrides on top; a checkpoint whose task or network shapes differ from
+the requested ones is refused.
 """
 from __future__ import annotations
 
@@ -99,17 +106,47 @@ def set_seed(seed: int, deterministic: bool) -> int:
     return seed
 
 
-def _positive(cfg, key: str) -> None:
+def _positive(cfg, key: str, least: int = 1) -> None:
     value = cfg[key]
-    if value not in ("", None) and int(value) < 1:
-        raise UsageError("%s must be >= 1 (got %s)" % (key, value))
+    if value in ("", None):
+        return
+    try:
+        ok = isinstance(value, (int, str)) and not isinstance(value, bool) and int(value) >= least
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError("%s must be an integer >= %d (got %s)" % (key, least, value))
+
+
+def _with_overrides(base: Dict[str, Any], section: str, argv: List[str], cfg) -> Dict[str, Any]:
+    """A checkpoint's task or train config with the command line's ``<section>.*`` overrides
+    (as Hydra parsed them into ``cfg``) put on top: a resumed or replayed run keeps the trained
+    configuration except where told otherwise."""
+    import copy
+
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    out = copy.deepcopy(base)
+    for a in argv:
+        key = a.split("=", 1)[0].lstrip("+~")
+        if not key.startswith(section + "."):
+            continue
+        path = key[len(section) + 1:].split(".")
+        value = OmegaConf.select(cfg[section], ".".join(path))
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def build(cfg, ckpt: Optional[Dict[str, Any]]):
-    """Task and runner from the config (or from the checkpoint's own configs)."""
+def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
+    """Task and runner from the config (or from the checkpoint's own configs plus the command
+    line's ``task.*`` / ``train.*`` overrides)."""
     from omegaconf import OmegaConf
 
     import qmix_isaac
@@ -122,7 +159,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]]):
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner
-        task_cfg, train_cfg = ckpt["task_cfg"], ckpt["train_cfg"]
+        task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
+        train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])
     try:
         env = qmix_isaac.make(task_cfg["name"], num_envs=num_envs, sim_device=sim_device,
@@ -143,10 +181,20 @@ def build(cfg, ckpt: Optional[Dict[str, Any]]):
 
 
 def make_run_dir(cfg, task_name: str) -> str:
+    """A new ``<train_dir>/<experiment>_<date>/`` (``_2``, ``_3``… when started in the same second)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    name = (cfg.experiment or task_name) + "_" + stamp
-    run_dir = os.path.join(str(cfg.train_dir), name)
-    os.makedirs(os.path.join(run_dir, "nn"), exist_ok=True)
+    base = os.path.join(str(cfg.train_dir), (cfg.experiment or task_name) + "_" + stamp)
+    run_dir, n = base, 1
+    while True:
+        try:
+            os.makedirs(run_dir)
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = "%s_%d" % (base, n)
+        except OSError as exc:
+            raise UsageError("cannot create the run folder %s: %s" % (run_dir, exc.strerror or exc))
+    os.makedirs(os.path.join(run_dir, "nn"))
     return run_dir
 
 
@@ -232,15 +280,32 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
         set_rng_state(ckpt["rng"])
     default_its = train_cfg.get("max_iterations", 1000)
     max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
+    if iteration >= max_it:
+        raise UsageError("the checkpoint already ran %d iterations; max_iterations=%d counts from the "
+                         "start of the run: give a larger one to continue" % (iteration, max_it))
     run_dir = make_run_dir(cfg, task_cfg["name"])
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["task"], resolved["train"] = task_cfg, train_cfg
-    atomic_write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    wandb_cfg = {"activate": bool(cfg.wandb_activate), "project": cfg.wandb_project,
-                 "entity": cfg.wandb_entity, "group": cfg.wandb_group,
-                 "name": cfg.wandb_name or os.path.basename(run_dir), "tags": list(cfg.wandb_tags)}
-    logger = RunLogger(run_dir, config=resolved, wandb_cfg=wandb_cfg, history=history)
+    try:  # a run folder that cannot be set up is not left behind
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved["task"], resolved["train"] = task_cfg, train_cfg
+        atomic_write_text(os.path.join(run_dir, "config.yaml"),
+                          OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        wandb_cfg = {"activate": bool(cfg.wandb_activate), "project": cfg.wandb_project,
+                     "entity": cfg.wandb_entity, "group": cfg.wandb_group,
+                     "name": cfg.wandb_name or os.path.basename(run_dir),
+                     "tags": list(cfg.wandb_tags)}
+        logger = RunLogger(run_dir, config=resolved, wandb_cfg=wandb_cfg, history=history)
+    except Exception as exc:
+        import shutil
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise UsageError("cannot set up the run folder: %s" % (str(exc).strip().splitlines() or [repr(exc)])[0])
     print("[qmix-isaac] run folder %s (from iteration %d of %d)" % (run_dir, iteration, max_it), flush=True)
+    old_best = os.path.join(os.path.dirname(os.path.abspath(str(cfg.checkpoint))), "best.pth")
+    if ckpt is not None and os.path.isfile(old_best):  # the run's best so far stays its best
+        import shutil
+        shutil.copyfile(old_best, os.path.join(run_dir, "nn", "best.pth"))
+    if ckpt is not None:
+        print("[qmix-isaac] resumed at iteration %d: %d env steps, %d gradient steps"
+              % (iteration, runner.env_steps, runner.learner.grad_steps), flush=True)
 
     def save(name: str, score: float) -> None:
         save_checkpoint(os.path.join(run_dir, "nn", name), {
@@ -278,6 +343,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
                 if score == score and score > best:
                     best = score
                     save("best.pth", best)
+                elif not os.path.isfile(os.path.join(run_dir, "nn", "best.pth")):
+                    save("best.pth", best)  # nothing scored yet: the first weights are the best
                 save("last.pth", best)
             if cfg.capture_video and runner.env_steps >= next_clip:
                 clip = os.path.join(run_dir, "videos", "it%06d.mp4" % iteration)
@@ -286,6 +353,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
     except KeyboardInterrupt:
         print("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
     save("last.pth", best)
+    if not os.path.isfile(os.path.join(run_dir, "nn", "best.pth")):
+        save("best.pth", best)
     png = plot_curves(logger.history, os.path.join(run_dir, "curves.png"), title=task_cfg["name"])
     logger.close()
     wall = time.perf_counter() - t0
@@ -303,7 +372,7 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
     runner.load_state_dict(ckpt["runner"])
     if not cfg.headless:
         from qmix_isaac.record.viewer import play
-        if play(env, runner.agent):
+        if play(env, runner.agent, max_steps=int(cfg.viewer_steps)):
             return
     res = evaluate(runner.agent, env, int(cfg.eval_episodes))
     print("[qmix-isaac] eval %s: %d episodes | success rate %.3f | return %.3f | final box-goal "
@@ -333,21 +402,25 @@ def main(argv: Optional[List[str]] = None) -> None:
         if ckpt is not None and cfg.task.name != ckpt["task"]:
             raise CheckpointError("checkpoint %s is for task %s, not %s"
                                   % (ckpt_path, ckpt["task"], cfg.task.name))
-        for key in ("num_envs", "max_iterations", "eval_episodes", "capture_video_len", "capture_video_freq"):
+        for key in ("num_envs", "max_iterations", "eval_episodes", "capture_video_len",
+                    "capture_video_freq"):
             _positive(cfg, key)
+        _positive(cfg, "viewer_steps", least=0)
         if cfg.test and ckpt is None:
             raise UsageError("test=True needs checkpoint=<path of a .pth>")
         if cfg.multi_gpu:
             raise UsageError("multi_gpu=True is not supported yet (torchrun scale-out is issue 6)")
+        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+            raise UsageError("seed must be an integer (got %s)" % cfg.seed)
         cfg.seed = set_seed(int(cfg.seed), bool(cfg.torch_deterministic))
-        env, runner, task_cfg, train_cfg = build(cfg, ckpt)
+        env, runner, task_cfg, train_cfg = build(cfg, ckpt, argv)
+        if cfg.test:
+            test(cfg, ckpt, env, runner, task_cfg)
+        else:
+            train(cfg, ckpt, env, runner, task_cfg, train_cfg)
     except (UsageError, CheckpointError) as exc:
         fail(str(exc))
         return
-    if cfg.test:
-        test(cfg, ckpt, env, runner, task_cfg)
-    else:
-        train(cfg, ckpt, env, runner, task_cfg, train_cfg)
     env.close()
 
 

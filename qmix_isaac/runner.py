@@ -270,7 +270,7 @@ def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False)
         means.add("return", torch.where(counted, ep_return, 0.0).sum(), counted.sum())
         means.add("length", torch.where(counted, ep_length, 0.0).sum(), counted.sum())
         for key, value in extras.get("episode", {}).items():
-            if key != "mask":
+            if key not in ("mask", "return", "length"):  # return and length: counted above
                 m = counted & extras["episode"]["mask"].to(torch.bool)
                 means.add(key, torch.where(m, value.to(torch.float32), 0.0).sum(), m.sum())
         n_counted += counted.sum()

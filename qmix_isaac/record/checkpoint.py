@@ -21,6 +21,7 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_compa
            "task_shapes", "rng_state", "set_rng_state", "atomic_write_text"]
 
 FORMAT = 1
+REQUIRED = ("task", "task_cfg", "train_cfg", "shapes", "runner", "iteration", "rng")
 
 
 class CheckpointError(ValueError):
@@ -60,9 +61,15 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, foreign objects
-        raise CheckpointError("cannot read checkpoint %s: %s" % (path, str(exc).splitlines()[0]))
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "task" not in ckpt:
-        raise CheckpointError("%s is not a qmix-isaac checkpoint" % path)
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError("%s is not a qmix-isaac checkpoint (torch.load failed: %s%s)"
+                              % (path, type(exc).__name__, ": " + detail if detail else ""))
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError("%s is not a qmix-isaac checkpoint (expected a dict with format=%d)"
+                              % (path, FORMAT))
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError("%s is not a qmix-isaac checkpoint (no %s)" % (path, ", ".join(missing)))
     return ckpt
 
 

@@ -48,7 +48,8 @@ class RunLogger:
             if self._tb is not None:
                 self._tb.add_scalar(k, v, env_steps)
         if self._wandb is not None:
-            self._wandb.log({k: float(v) for k, v in scalars.items()}, step=int(env_steps))
+            self._wandb.log({k: float(v) for k, v in scalars.items() if float(v) == float(v)},
+                            step=int(env_steps))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -1,0 +1,380 @@
+"""train.py end to end on CPU (issue 4): real MuJoCo engine, ``python train.py ...`` subprocesses.
+
+Covers: the run folder (config.yaml, nn/last.pth + nn/best.pth, TensorBoard summaries/, curves.png),
+resume (counters and curve history continue, max_iterations counts from the start of the run,
+task taken from the checkpoint, foreign / other-shape checkpoints refused), test=True evaluation
+at any num_envs, headless MP4s (training and test mode), wandb offline, one-line errors that
+leave no run folder, and the viewer: headless fallback without a display, and on Xvfb (skipped
+when Xvfb is not installed) a screenshot that shows the team, box and goal, ESC and V.
+
+System packages (Debian): libosmesa6 (offscreen MP4s on CPU); for the viewer test xvfb, libgl1,
+libglx-mesa0 (GLX for the GLFW window) and libxtst6 (key presses; without it ESC/V are not tested).
+QMIX_TEST_ARTIFACTS=<folder> keeps the viewer screenshot (viewer_xvfb.png) and one MP4 frame
+(video_frame.png) there, e.g. QMIX_TEST_ARTIFACTS=bench/results.
+"""
+import ctypes
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from qmix_isaac.record.checkpoint import load_checkpoint  # noqa: E402
+
+# small and fast: 8 worlds, learning from the first iteration, a log line every iteration
+SMALL = ["task=MultiBallPush", "num_envs=8", "train.params.runner.learning_starts=0",
+         "train.params.runner.log_interval=100", "train.params.runner.replay_ratio=0.01",
+         "train.params.runner.batch_size=8"]
+RUN_NAME = re.compile(r"^MultiBallPush_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(_\d+)?$")
+EVAL = re.compile(r"eval MultiBallPush: (\d+) episodes \| success rate ([-\d.]+) \| return ([-\d.]+) "
+                  r"\| final box-goal distance ([-\d.]+) m")
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    for key in ("DISPLAY", "WANDB_MODE", "MUJOCO_GL", "PYOPENGL_PLATFORM"):
+        env.pop(key, None)  # train.py picks the GL backend itself; no display unless given
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def train_py(args, *, timeout=300, **env):
+    """Run ``python train.py args`` from the checkout's root; CompletedProcess (text)."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + list(args), cwd=ROOT,
+                          env=_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc):
+    assert proc.returncode == 0, "exit %d\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def run_dirs(train_dir):
+    return sorted(glob.glob(os.path.join(str(train_dir), "*", ""))) if os.path.isdir(str(train_dir)) else []
+
+
+def only_run_dir(train_dir):
+    dirs = run_dirs(train_dir)
+    assert len(dirs) == 1, dirs
+    return dirs[0].rstrip("/")
+
+
+def read_mp4(path):
+    import imageio_ffmpeg
+    gen = imageio_ffmpeg.read_frames(path)
+    w, h = next(gen)["size"]
+    return [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen]
+
+
+def colours(rgb):
+    """Pixel counts of the scene's colours: yellow box, blue robots, green goal disc."""
+    r, g, b = (rgb[..., i].astype(int) for i in range(3))
+    return {"box": int(((r > 180) & (g > 180) & (b < 120)).sum()),
+            "robots": int(((b > 180) & (r < 100)).sum()),
+            "goal": int(((g > 150) & (r < 100) & (b < 120)).sum())}
+
+
+def keep_artifact(name, rgb):
+    folder = os.environ.get("QMIX_TEST_ARTIFACTS")
+    if folder:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        os.makedirs(folder, exist_ok=True)
+        plt.imsave(os.path.join(folder, name), np.ascontiguousarray(rgb))
+
+
+# --------------------------------------------------------------------------------------------
+# one short training run and its resumption, shared by the tests
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    train_dir = tmp_path_factory.mktemp("runs")
+    out = ok(train_py(SMALL + ["max_iterations=3", "train_dir=%s" % train_dir]))
+    return {"dir": only_run_dir(train_dir), "stdout": out}
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(first_run):
+    return os.path.join(first_run["dir"], "nn", "last.pth")
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory, ckpt_path):
+    train_dir = tmp_path_factory.mktemp("resumed")
+    # no task=: the task (and its configs) come from the checkpoint
+    out = ok(train_py(["checkpoint=%s" % ckpt_path, "max_iterations=5", "train_dir=%s" % train_dir]))
+    return {"dir": only_run_dir(train_dir), "stdout": out}
+
+
+def test_run_folder(first_run):
+    run = first_run["dir"]
+    assert RUN_NAME.match(os.path.basename(run)), run
+    with open(os.path.join(run, "config.yaml")) as f:
+        text = f.read()
+    assert "${" not in text  # resolved
+    cfg = yaml.safe_load(text)
+    assert cfg["task"]["name"] == "MultiBallPush" and cfg["task_name"] == "MultiBallPush"
+    assert cfg["num_envs"] == 8 and cfg["max_iterations"] == 3
+    assert cfg["train"]["params"]["runner"]["learning_starts"] == 0
+    for name in ("last.pth", "best.pth"):
+        ckpt = load_checkpoint(os.path.join(run, "nn", name))
+        assert ckpt["task"] == "MultiBallPush" and ckpt["shapes"]["num_agents"] == 2
+    assert load_checkpoint(os.path.join(run, "nn", "last.pth"))["iteration"] == 3
+    events = glob.glob(os.path.join(run, "summaries", "events.out.tfevents.*"))
+    assert events and os.path.getsize(events[0]) > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(os.path.join(run, "summaries"))
+    acc.Reload()
+    assert len(acc.Scalars("charts/env_steps")) == 3 and acc.Scalars("losses/td_loss")
+    with open(os.path.join(run, "curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "[it 3/3]" in first_run["stdout"] and "done: 3 iterations" in first_run["stdout"]
+
+
+def test_resume_continues_counters(first_run, resumed_run, ckpt_path):
+    before = load_checkpoint(ckpt_path)
+    after = load_checkpoint(os.path.join(resumed_run["dir"], "nn", "last.pth"))
+    steps0, steps1 = before["runner"]["env_steps"], after["runner"]["env_steps"]
+    grads0 = before["runner"]["learner"]["grad_steps"]
+    grads1 = after["runner"]["learner"]["grad_steps"]
+    # max_iterations counts from the start of the run: 3 done, 2 more to 5
+    assert (before["iteration"], after["iteration"]) == (3, 5)
+    assert steps0 > 0 and grads0 > 0
+    assert steps0 + 2 * 8 * 32 <= steps1 < steps0 + 3 * 8 * 32  # two iterations of 8 worlds x 32 steps
+    assert grads1 > grads0
+    for key, points in before["history"].items():  # the learning curves go on from where they were
+        assert after["history"][key][:len(points)] == points
+    assert len(after["history"]["charts/env_steps"]) == 5
+    out = resumed_run["stdout"]
+    assert "task MultiBallPush" in out  # no task= given: the checkpoint's (the default is MultiAntPush)
+    assert "resumed at iteration 3: %d env steps, %d gradient steps" % (steps0, grads0) in out
+    its = re.findall(r"\[it (\d+)/(\d+)\] env steps ([\d,]+)", out)
+    assert [(int(i), int(n)) for i, n, _ in its] == [(4, 5), (5, 5)]
+    assert int(its[0][2].replace(",", "")) > steps0
+    assert "done: 5 iterations, {:,} env steps, {} gradient steps".format(steps1, grads1) in out
+    with open(os.path.join(resumed_run["dir"], "config.yaml")) as f:
+        assert yaml.safe_load(f)["task"]["name"] == "MultiBallPush"
+    assert os.path.isfile(os.path.join(resumed_run["dir"], "nn", "best.pth"))
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_evaluation(ckpt_path, tmp_path, num_envs):
+    out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=%d" % num_envs,
+                       "eval_episodes=2", "train_dir=%s" % tmp_path]))
+    assert "%d envs" % num_envs in out
+    m = EVAL.search(out)
+    assert m, out
+    episodes, success, ret, dist = int(m.group(1)), float(m.group(2)), float(m.group(3)), float(m.group(4))
+    assert episodes >= 2 and 0.0 <= success <= 1.0 and np.isfinite(ret) and 0.0 <= dist < 20.0
+    assert run_dirs(tmp_path) == []  # evaluation makes no run folder
+
+
+# --------------------------------------------------------------------------------------------
+# videos and wandb
+# --------------------------------------------------------------------------------------------
+def check_clip(path, frames_expected):
+    frames = read_mp4(path)
+    assert len(frames) == frames_expected and frames[0].shape == (480, 640, 3)
+    first, last = frames[0].astype(int), frames[-1].astype(int)
+    assert first.std() > 10  # not a blank picture
+    changed = (np.abs(first - last).max(axis=2) > 30).mean()
+    assert changed > 0.002, "first and last frames are (nearly) the same: %.4f" % changed
+    seen = colours(frames[-1])
+    assert min(seen.values()) > 50, seen  # box, robots and goal in the picture
+    return frames
+
+
+def test_video_while_training(tmp_path):
+    out = ok(train_py(SMALL + ["num_envs=2", "max_iterations=1", "capture_video=True",
+                               "capture_video_freq=1", "capture_video_len=12",
+                               "train_dir=%s" % tmp_path]))
+    clips = glob.glob(os.path.join(only_run_dir(tmp_path), "videos", "*.mp4"))
+    assert len(clips) == 1 and clips[0] in out
+    check_clip(clips[0], 12)
+
+
+def test_video_in_test_mode(ckpt_path, tmp_path):
+    out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=1", "eval_episodes=1",
+                       "capture_video=True", "capture_video_len=12", "train_dir=%s" % tmp_path]))
+    assert EVAL.search(out)
+    clips = glob.glob(os.path.join(str(tmp_path), "play_MultiBallPush_*.mp4"))
+    assert len(clips) == 1
+    frames = check_clip(clips[0], 12)
+    keep_artifact("video_frame.png", frames[-1])
+
+
+def test_wandb_offline(tmp_path):
+    ok(train_py(SMALL + ["num_envs=2", "max_iterations=1", "wandb_activate=True",
+                         "train_dir=%s" % tmp_path], WANDB_MODE="offline", WANDB_SILENT="true"))
+    run = only_run_dir(tmp_path)
+    offline = glob.glob(os.path.join(run, "wandb", "offline-run-*"))
+    assert len(offline) == 1, os.listdir(run)
+    assert glob.glob(os.path.join(offline[0], "run-*.wandb"))
+
+
+# --------------------------------------------------------------------------------------------
+# bad input: one line on stderr, non-zero exit, no run folder
+# --------------------------------------------------------------------------------------------
+BAD = {
+    "unknown-task": (["task=Nope"], "unknown task"),
+    "unknown-train-config": (["task=MultiBallPush", "train=NopeQMIX"], "unknown train config"),
+    "mistyped-override": (["task=MultiBallPush", "num_env=4"], "num_env"),
+    "negative-num-envs": (["task=MultiBallPush", "num_envs=-1"], "num_envs"),
+    "zero-iterations": (["task=MultiBallPush", "max_iterations=0"], "max_iterations"),
+    "missing-checkpoint": (["checkpoint={tmp}/nope.pth"], "not found"),
+    "not-a-checkpoint": (["checkpoint={tmp}/notes.pth"], "not a qmix-isaac checkpoint"),
+    "foreign-task-checkpoint": (["task=MultiAntPush", "checkpoint={ckpt}"], "is for task MultiBallPush"),
+    "other-shape-checkpoint": (["task=MultiBallPush", "task.env.numBalls=3", "checkpoint={ckpt}"],
+                               "num_agents"),
+    "resume-past-max-iterations": (["checkpoint={ckpt}", "max_iterations=3"], "max_iterations"),
+    "cuda-without-cuda": (["task=MultiBallPush", "sim_device=cuda:0"], "CUDA"),
+    "test-without-checkpoint": (["task=MultiBallPush", "test=True"], "checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input(case, tmp_path, request):
+    args, words = BAD[case]
+    if case == "cuda-without-cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    ckpt = request.getfixturevalue("ckpt_path") if any("{ckpt}" in a for a in args) else ""
+    with open(os.path.join(str(tmp_path), "notes.pth"), "w") as f:
+        f.write("not a checkpoint\n")
+    train_dir = os.path.join(str(tmp_path), "runs")
+    args = [a.format(tmp=tmp_path, ckpt=ckpt) for a in args] + ["num_envs=2", "train_dir=" + train_dir]
+    if case == "negative-num-envs":
+        args.remove("num_envs=2")
+    proc = train_py(args)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("train.py: error: ") and words in lines[0], lines[0]
+    assert run_dirs(train_dir) == [] and "run folder" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# the viewer
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("display", [None, ":4711"], ids=["unset", "no-server"])
+def test_viewer_without_display_plays_headless(ckpt_path, tmp_path, display):
+    out = ok(train_py(["headless=False", "test=True", "checkpoint=%s" % ckpt_path, "num_envs=1",
+                       "eval_episodes=1", "train_dir=%s" % tmp_path], timeout=120, DISPLAY=display))
+    why = "no display" if display is None else "cannot open a viewer window"
+    assert why in out and "playing headless instead" in out, out
+    assert EVAL.search(out)
+
+
+class _XTest:
+    """Key presses on an X display through libXtst (ctypes); None when the library is missing."""
+
+    KEYSYM = {"Escape": 0xFF1B, "v": 0x0076}
+
+    def __init__(self, display):
+        self.x11 = ctypes.CDLL("libX11.so.6")
+        self.xtst = ctypes.CDLL("libXtst.so.6")
+        self.x11.XOpenDisplay.restype = ctypes.c_void_p
+        self.x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        self.x11.XKeysymToKeycode.restype = ctypes.c_ubyte
+        self.x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+        self.x11.XFlush.argtypes = self.x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        self.xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                                                ctypes.c_ulong]
+        self.xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 3 + [ctypes.c_ulong]
+        self.d = self.x11.XOpenDisplay(display.encode())
+        assert self.d, "cannot open display %s" % display
+        self.xtst.XTestFakeMotionEvent(self.d, -1, 200, 200, 0)  # pointer (and focus) on the window
+
+    def press(self, key):
+        code = self.x11.XKeysymToKeycode(self.d, self.KEYSYM[key])
+        self.xtst.XTestFakeKeyEvent(self.d, code, 1, 0)
+        self.xtst.XTestFakeKeyEvent(self.d, code, 0, 0)
+        self.x11.XFlush(self.d)
+
+    def close(self):
+        self.x11.XCloseDisplay(self.d)
+
+
+@pytest.fixture
+def xvfb():
+    """A private Xvfb server (display number chosen by Xvfb); skips when Xvfb is not installed."""
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.skip("Xvfb is not installed (Debian: apt-get install xvfb)")
+    r, w = os.pipe()
+    server = subprocess.Popen([exe, "-displayfd", str(w), "-screen", "0", "1280x1024x24",
+                               "-nolisten", "tcp"], pass_fds=(w,), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as f:
+        number = f.readline().strip()
+    try:
+        assert number, "Xvfb did not start"
+        yield ":" + number
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def screenshot(display, path):
+    """One frame of the whole X screen through the ffmpeg in imageio-ffmpeg's wheel (x11grab)."""
+    import imageio_ffmpeg
+    from matplotlib.image import imread
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "x11grab",
+                    "-video_size", "1280x1024", "-i", display, "-frames:v", "1", path],
+                   check=True, timeout=30)
+    return (imread(path)[..., :3] * 255).round().astype(np.uint8)
+
+
+def test_viewer_on_xvfb(ckpt_path, xvfb, tmp_path):
+    try:
+        keys = _XTest(xvfb)
+    except OSError:  # no libXtst: the run ends by viewer_steps instead of ESC
+        keys = None
+    out_path = os.path.join(str(tmp_path), "stdout.txt")
+    with open(out_path, "w") as out_f:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "train.py"), "headless=False", "test=True",
+             "checkpoint=%s" % ckpt_path, "num_envs=1", "viewer_steps=300",
+             "train_dir=%s" % tmp_path], cwd=ROOT, env=_env(DISPLAY=xvfb), stdout=out_f,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 120
+            while "viewer: ESC quits" not in open(out_path).read():
+                assert proc.poll() is None and time.time() < deadline, open(out_path).read()
+                time.sleep(0.2)
+            time.sleep(2.0)  # a few real-time steps drawn
+            shot = screenshot(xvfb, os.path.join(str(tmp_path), "viewer.png"))
+            if keys is not None:
+                for key in ("v", "v", "Escape"):
+                    keys.press(key)
+                    time.sleep(0.5)
+                keys.close()
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    out = open(out_path).read()
+    assert proc.returncode == 0, out + err
+    keep_artifact("viewer_xvfb.png", shot)
+    assert shot.std() > 20, "blank screenshot"
+    seen = colours(shot)
+    assert min(seen.values()) > 200, seen  # robots, box and goal drawn in the window
+    steps = int(re.search(r"viewer closed after (\d+) steps", out).group(1))
+    if keys is not None:  # ESC closed it early; V toggled real-time sync off and on again
+        assert steps < 300, out
+        assert "real-time sync off" in out and "real-time sync on" in out, out
+    else:
+        assert steps == 300
+    assert not EVAL.search(out)  # played in the window, not evaluated headless
