@@ -28,6 +28,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CPU_NUM_ENVS = 256  # default number of worlds when simulating on the CPU
 CFG_DIR = os.path.join(HERE, "cfg")
 
 
@@ -162,6 +163,11 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
         task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
         train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])
+    if cfg.num_envs in ("", None) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS:
+        # the task configs are sized for a GPU; a CPU steps a few hundred worlds per core-second
+        print("[qmix-isaac] num_envs %d -> %d on the CPU (set num_envs= to choose)"
+              % (num_envs, CPU_NUM_ENVS), flush=True)
+        num_envs = CPU_NUM_ENVS
     try:
         env = qmix_isaac.make(task_cfg["name"], num_envs=num_envs, sim_device=sim_device,
                               rl_device=rl_device, seed=int(cfg.seed),
