@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from qmix_isaac.runner import build_runner  # noqa: E402
-from tasks.toy import GridRendezvous  # noqa: E402
+from qmix_isaac.tasks.toy import GridRendezvous  # noqa: E402
 
 
 def _sync(device):

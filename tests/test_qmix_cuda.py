@@ -10,10 +10,7 @@ import torch
 
 from qmix_isaac.runner import build_runner
 
-try:
-    from qmix_isaac.tasks.toy import GridRendezvous
-except ImportError:  # repository checkout without `pip install -e .`
-    from tasks.toy import GridRendezvous
+from qmix_isaac.tasks.toy import GridRendezvous
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

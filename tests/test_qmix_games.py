@@ -17,19 +17,10 @@ import torch
 from qmix_isaac.qmix import chosen_utility
 from qmix_isaac.runner import build_runner
 
-try:
-    from qmix_isaac.tasks.toy import NONMONOTONIC_PAYOFF, TWO_STEP_PAYOFF_2B, MatrixGame, TwoStepGame
-except ImportError:  # repository checkout without `pip install -e .`
-    from tasks.toy import NONMONOTONIC_PAYOFF, TWO_STEP_PAYOFF_2B, MatrixGame, TwoStepGame
+from qmix_isaac.tasks.toy import NONMONOTONIC_PAYOFF, TWO_STEP_PAYOFF_2B, MatrixGame, TwoStepGame
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run faster (and steadier under load) on one CPU thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(mixer, seq_len):

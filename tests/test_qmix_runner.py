@@ -11,20 +11,12 @@ import torch
 
 from qmix_isaac.runner import build_runner
 
-try:
-    from qmix_isaac.tasks.toy import GridRendezvous, MatrixGame
-except ImportError:  # repository checkout without `pip install -e .`
-    from tasks.toy import GridRendezvous, MatrixGame
+from qmix_isaac.tasks.toy import GridRendezvous, MatrixGame
 
 CFG_DIR = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "train"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grid_config(**overrides):

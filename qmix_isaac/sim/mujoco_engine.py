@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .base import Engine
+from .mj_tables import actuator_table
 from .rotations import quat_rotate, quat_rotate_inverse, wxyz_to_xyzw, xyzw_to_wxyz
 from .scene import Scene
 
@@ -95,19 +96,7 @@ class MujocoEngine(Engine):
         self._dof_q = torch.tensor([m.jnt_qposadr[j] for j in dof_j], dtype=torch.long)
         self._dof_v = torch.tensor([m.jnt_dofadr[j] for j in dof_j], dtype=torch.long)
 
-        # actuators: each must drive one of our dofs through a joint transmission
-        act_dof, gear, lo, hi = [], [], [], []
-        for a in range(m.nu):
-            if m.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT:
-                raise ValueError("actuator %d is not a joint actuator" % a)
-            j = int(m.actuator_trnid[a, 0])
-            if j not in dof_j:
-                raise ValueError("actuator %d drives a joint outside scene.dofs" % a)
-            act_dof.append(dof_j.index(j))
-            gear.append(float(m.actuator_gear[a, 0]))
-            limited = bool(m.actuator_ctrllimited[a])
-            lo.append(float(m.actuator_ctrlrange[a, 0]) if limited else -np.inf)
-            hi.append(float(m.actuator_ctrlrange[a, 1]) if limited else np.inf)
+        act_dof, gear, lo, hi = actuator_table(mujoco, m, dof_j)
         self._act_dof = torch.tensor(act_dof, dtype=torch.long)
         self._gear = torch.tensor(gear, dtype=torch.float64)
         self._ctrl_lo = torch.tensor(lo, dtype=torch.float64)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .base import Engine
+from .mj_tables import actuator_table
 from .rotations import quat_rotate
 from .scene import Scene
 
@@ -197,18 +198,7 @@ class NewtonEngine(Engine):
         if ref_names != [_leaf(n) for n in act_labels]:
             raise RuntimeError("newton actuator order %s differs from MuJoCo's %s" % (act_labels, ref_names))
         self.nu = ref.nu
-        act_dof, gear, lo, hi = [], [], [], []
-        for a in range(ref.nu):
-            if int(ref.actuator_trntype[a]) != int(mujoco.mjtTrn.mjTRN_JOINT):
-                raise ValueError("actuator %d is not a joint actuator" % a)
-            j = int(ref.actuator_trnid[a, 0])
-            if j not in dof_j:
-                raise ValueError("actuator %d drives a joint outside scene.dofs" % a)
-            act_dof.append(dof_j.index(j))
-            gear.append(float(ref.actuator_gear[a, 0]))
-            limited = bool(ref.actuator_ctrllimited[a])
-            lo.append(float(ref.actuator_ctrlrange[a, 0]) if limited else -float("inf"))
-            hi.append(float(ref.actuator_ctrlrange[a, 1]) if limited else float("inf"))
+        act_dof, gear, lo, hi = actuator_table(mujoco, ref, dof_j)
         self._act_dof = torch.tensor(act_dof, dtype=torch.long, device=dev)
         self._gear = torch.tensor(gear, dtype=torch.float32, device=dev)
         self._ctrl_lo = torch.tensor(lo, dtype=torch.float32, device=dev)
