@@ -100,10 +100,13 @@ class MultiAgentVecTask:
         self.success_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.timeout_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.progress_buf = torch.zeros(E, dtype=torch.long, device=dev)
-        self.ep_return = torch.zeros(E, device=dev)
-        self.ep_length = torch.zeros(E, device=dev)
-        self.ep_terms = {k: torch.zeros(E, device=dev) for k in self.reward_terms}
+        # episode statistics in one buffer [E, 2 + T]: return, length, then each reward term's
+        # weighted sum, so that a step updates and snapshots them with a handful of kernels
         self.reward_weights = {k: float(cfg["task"]["rewards"][k]) for k in self.reward_terms}
+        self._weights = torch.tensor([self.reward_weights[k] for k in self.reward_terms], device=dev)
+        self.ep_stats = torch.zeros(E, 2 + len(self.reward_terms), device=dev)
+        self.ep_return, self.ep_length = self.ep_stats[:, 0], self.ep_stats[:, 1]
+        self._stat_names = ["return", "length"] + ["rew/" + k for k in self.reward_terms]
         self.blowups = torch.zeros((), dtype=torch.long, device=dev)
         self.metrics: Dict[str, torch.Tensor] = {k: torch.zeros(E, device=dev)
                                                  for k in self.metric_names}
@@ -168,20 +171,17 @@ class MultiAgentVecTask:
         self.progress_buf += (~was_reset).to(torch.long)
         self.compute_observations()
         terms = self.compute_reward()
-        live = (~was_reset).float()
-        rew = torch.zeros_like(self.rew_buf)
-        for name in self.reward_terms:
-            weighted = terms[name] * self.reward_weights[name] * live
-            self.ep_terms[name] += weighted
-            rew += weighted
+        live = (~was_reset).to(self.rew_buf.dtype)
+        weighted = torch.stack([terms[k] for k in self.reward_terms], -1) * self._weights \
+            * live.unsqueeze(-1)                                               # [E, T]
+        rew = weighted.sum(-1)
         self.rew_buf.copy_(rew)
         terminated = self.terminated_buf & ~was_reset
         self.success_buf &= ~was_reset
         timed_out = (self.progress_buf >= self.max_episode_length) & ~terminated & ~was_reset
         self.timeout_buf.copy_(timed_out | blown)
         self.reset_buf.copy_(terminated | self.timeout_buf)
-        self.ep_return += rew
-        self.ep_length += live
+        self.ep_stats += torch.cat([rew.unsqueeze(-1), live.unsqueeze(-1), weighted], -1)
         self.extras = self._extras(blown)
 
     # ---- internals ------------------------------------------------------------------------------
@@ -190,12 +190,8 @@ class MultiAgentVecTask:
         self.engine.set_state(mask, start.get("root_states"), start.get("dof_pos"),
                               start.get("dof_vel"))
         self.on_reset(mask, start)
-        keep = (~mask).to(self.ep_return.dtype)
         self.progress_buf.mul_((~mask).to(torch.long))
-        self.ep_return.mul_(keep)
-        self.ep_length.mul_(keep)
-        for buf in self.ep_terms.values():
-            buf.mul_(keep)
+        self.ep_stats.mul_((~mask).to(self.ep_stats.dtype).unsqueeze(-1))
 
     def _obs_dict(self) -> Dict[str, torch.Tensor]:
         rl = self.rl_device
@@ -204,15 +200,15 @@ class MultiAgentVecTask:
 
     def _extras(self, blown: torch.Tensor) -> Dict[str, Any]:
         rl = self.rl_device
-        episode = {"mask": self.reset_buf.to(rl, copy=True),
-                   "return": self.ep_return.to(rl, copy=True),
-                   "length": self.ep_length.to(rl, copy=True),
-                   "success": self.success_buf.float().to(rl, copy=True)}
-        for k, v in self.metrics.items():
-            episode[k] = v.to(rl, copy=True)
-        for k, v in self.ep_terms.items():
-            episode["rew/" + k] = v.to(rl, copy=True)
-        return {"time_outs": self.timeout_buf.to(rl, copy=True), "episode": episode,
+        # one snapshot of everything per-env: the buffers are updated in place next step
+        snap = torch.cat([self.ep_stats, self.success_buf.unsqueeze(-1).to(self.ep_stats.dtype)]
+                         + [v.unsqueeze(-1) for v in self.metrics.values()]
+                         + [self.reset_buf.unsqueeze(-1).to(self.ep_stats.dtype),
+                            self.timeout_buf.unsqueeze(-1).to(self.ep_stats.dtype)], -1).to(rl)
+        names = self._stat_names + ["success"] + list(self.metrics)
+        episode = {k: snap[:, i] for i, k in enumerate(names)}
+        episode["mask"] = snap[:, len(names)] > 0.5
+        return {"time_outs": snap[:, len(names) + 1] > 0.5, "episode": episode,
                 "blowups": self.blowups.to(rl, copy=True), "blown": blown.to(rl)}
 
     def close(self) -> None:
