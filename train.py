@@ -229,7 +229,7 @@ def record_clip(cfg, runner, task_cfg, path: str) -> str:
             action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
             obs, _, done, _ = env.step(spec.to_env(action))
             frames.append(renderer.frame())
-            start, boundary, prev = boundary, done.to(torch.bool), action
+            start, boundary, prev = boundary, done.to(torch.bool, copy=True), action  # env reuses its buffer
     renderer.close()
     env.close()
     return write_mp4(path, frames, fps=max(1, int(round(1.0 / env.dt))))

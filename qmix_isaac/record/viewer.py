@@ -105,7 +105,7 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
             q, hidden = agent(obs["obs"], prev, start, hidden)
             action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
             obs, _, done, _ = env.step(spec.to_env(action))
-            start, boundary, prev = boundary, done.to(torch.bool), action
+            start, boundary, prev = boundary, done.to(torch.bool, copy=True), action  # env reuses its buffer
             with viewer.lock():
                 shadow.sync()
                 viewer.cam.lookat[:] = _centre(shadow)

@@ -17,6 +17,10 @@ engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
   ``extras["blowups"]`` and ended as time-outs, so one bad world never poisons the others.
 
 Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists.
+
+As in IsaacGymEnvs, the returned observation, reward and reset tensors are the task's own
+buffers (when ``rl_device`` is ``sim_device``) and the next ``step`` overwrites them in place:
+a learner copies what it keeps past the next step.
 """
 from __future__ import annotations
 
