@@ -117,7 +117,7 @@ class QMIXRunner:
     def reset(self) -> None:
         """Reset the env and the acting state (GRU state, last action, episode trackers)."""
         E, A, nb = self.env.num_envs, self.env.num_agents, self.spec.n_branches
-        self._obs = self.env.reset()
+        self._obs = {k: v.clone() for k, v in self.env.reset().items()}  # env buffers: see _step
         self.writer.restart()  # a kept overlap would splice the old trajectory onto the new one
         self._hidden = self.agent.init_hidden(E)
         self._prev_action = torch.zeros(E, A, nb, dtype=torch.long, device=self.device)
@@ -134,7 +134,12 @@ class QMIXRunner:
         q, self._hidden = self.agent(obs["obs"], self._prev_action, self._start, self._hidden)
         action = self.explorer.select(q, avail, epsilon)
         next_obs, reward, done, extras = self.env.step(self.spec.to_env(action))
-        done = done.to(torch.bool)
+        # Tasks return their own buffers (IsaacGymEnvs style: obs_buf.to(rl_device) is obs_buf itself
+        # when the devices match), which the next env.step overwrites in place. What is kept past
+        # the next step (the observation, written to the replay after that step; done, which
+        # becomes the boundary / start flags) must be a copy.
+        next_obs = {k: v.clone() for k, v in next_obs.items()}
+        done = done.to(torch.bool, copy=True)
         time_out = extras["time_outs"].to(torch.bool) if "time_outs" in extras else torch.zeros_like(done)
         self.writer.add(
             obs=obs["obs"], state=obs["states"], avail=avail, action=action, reward=reward,
@@ -262,7 +267,7 @@ def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False)
         q, hidden = agent(obs["obs"], prev, start, hidden)
         action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
         obs, reward, done, extras = env.step(spec.to_env(action))
-        done = done.to(torch.bool)
+        done = done.to(torch.bool, copy=True)  # kept as next step's boundary: the env reuses its buffer
         live = (~boundary).to(reward.dtype)
         ep_return += reward * live
         ep_length += live
