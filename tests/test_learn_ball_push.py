@@ -1,6 +1,6 @@
 """QMIX learns MultiBallPush on a CPU (MuJoCo engine): the greedy team beats a random one clearly.
 
-    python -m pytest tests/test_learn_ball_push.py -q        # ~2 min on a loaded 2-core machine
+    python -m pytest tests/test_learn_ball_push.py -q -s     # ~2.5 min alone on 2 cores, ~4 min loaded
 
 The learning test trains with cfg/train/MultiBallPushQMIX.yaml shrunk to a CPU budget (the same
 overrides as bench/learn_ball_push.py's CPU_OVERRIDES, written out here), fixed seeds, a fixed
@@ -32,8 +32,13 @@ CPU_OVERRIDES = {
     "exploration": {"eps_anneal_steps": 100_000},
     "runner": {"batch_size": 32, "replay_ratio": 0.016, "learning_starts": 8192, "log_interval": 10**12},
 }
-ENV_STEPS = 300_000  # budget of the learning test (env steps, all 64 envs counted)
-MIN_SUCCESS = 0.2  # greedy success the trained team must reach (a random team: 0)
+ENV_STEPS = 300_000  # budget of the learning test (env steps, all 64 envs counted; ~4700 gradient steps)
+# Measured here (seed 0): greedy success 0.203, return 4.69; random team 0.000, -1.72 (0 of 128
+# episodes, as in every random evaluation so far). QMIX is the slow learner of the three at this
+# budget (bench/results/ball_push_mixers.md: 0.16 +- 0.16 at 400k vs VDN 0.84, IQL 0.81), so the
+# bar is "clearly above random" (>= 13 of 128 episodes), not "solved".
+MIN_SUCCESS = 0.1
+MIN_RETURN_GAIN = 3.0
 
 
 def cpu_config():
@@ -124,4 +129,4 @@ def test_qmix_learns_multi_ball_push_on_cpu():
     assert greedy["episodes"] >= 128 and random_team["episodes"] >= 128
     assert random_team["success"] <= 0.05, random_team
     assert greedy["success"] >= MIN_SUCCESS, (greedy, random_team)
-    assert greedy["return"] > random_team["return"] + 5.0, (greedy, random_team)
+    assert greedy["return"] > random_team["return"] + MIN_RETURN_GAIN, (greedy, random_team)
