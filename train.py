@@ -206,30 +206,18 @@ def make_run_dir(cfg, task_name: str) -> str:
 
 def record_clip(cfg, runner, task_cfg, path: str) -> str:
     """A clip of the greedy team in a fresh one-world copy of the task."""
-    import torch
-
     import qmix_isaac
-    from qmix_isaac.qmix.spaces import ActionSpec
-    from qmix_isaac.qmix.targets import greedy_actions
     from qmix_isaac.record.video import TeamRenderer, write_mp4
+    from qmix_isaac.runner import GreedyTeam
 
     env = qmix_isaac.make(task_cfg["name"], num_envs=1, sim_device=runner.env.sim_device,
                           rl_device=runner.env.rl_device, seed=int(cfg.seed) + 1,
                           physics_engine=str(cfg.physics_engine), cfg=task_cfg)
-    agent, spec = runner.agent, ActionSpec.from_env(env)
     renderer = TeamRenderer(env)
-    obs, frames = env.reset(), []
-    hidden = agent.init_hidden(1)
-    prev = torch.zeros(1, env.num_agents, spec.n_branches, dtype=torch.long, device=env.rl_device)
-    start = torch.ones(1, dtype=torch.bool, device=env.rl_device)
-    boundary = torch.zeros_like(start)
-    with torch.no_grad():
-        for _ in range(int(cfg.capture_video_len)):
-            q, hidden = agent(obs["obs"], prev, start, hidden)
-            action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
-            obs, _, done, _ = env.step(spec.to_env(action))
-            frames.append(renderer.frame())
-            start, boundary, prev = boundary, done.to(torch.bool, copy=True), action  # env reuses its buffer
+    team, frames = GreedyTeam(runner.agent, env), []
+    for _ in range(int(cfg.capture_video_len)):
+        team.step()
+        frames.append(renderer.frame())
     renderer.close()
     env.close()
     return write_mp4(path, frames, fps=max(1, int(round(1.0 / env.dt))))

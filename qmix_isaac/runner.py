@@ -29,7 +29,7 @@ from .qmix.replay import SequenceReplay
 from .qmix.spaces import ActionSpec
 from .qmix.targets import greedy_actions
 
-__all__ = ["QMIXRunner", "build_runner", "evaluate", "print_stats"]
+__all__ = ["GreedyTeam", "QMIXRunner", "build_runner", "evaluate", "print_stats"]
 
 LogFn = Callable[[int, Dict[str, Any]], None]
 
@@ -240,6 +240,33 @@ class QMIXRunner:
         self._grad_credit = float(state["grad_credit"])
 
 
+class GreedyTeam:
+    """The greedy team acting in ``env`` (from ``env.reset()``), with the recurrent state, last
+    actions and episode-start flags restarted at episode boundaries exactly as in training."""
+
+    def __init__(self, agent: RNNAgent, env) -> None:
+        self.agent, self.env = agent, env
+        self.spec = ActionSpec.from_env(env)
+        E, device = env.num_envs, agent.agent_ids.device
+        self.obs = env.reset()
+        self.hidden = agent.init_hidden(E)
+        self.prev = torch.zeros(E, env.num_agents, self.spec.n_branches, dtype=torch.long, device=device)
+        self.start = torch.ones(E, dtype=torch.bool, device=device)
+        self.boundary = torch.zeros(E, dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def step(self):
+        """Act greedily and step the env: ``(reward, done, extras, crossing)``, where ``crossing``
+        marks the worlds whose step crossed an episode boundary (their reward is no episode's)."""
+        q, self.hidden = self.agent(self.obs["obs"], self.prev, self.start, self.hidden)
+        action = greedy_actions(q, self.spec.avail_from_env(self.obs["avail_actions"]))
+        self.obs, reward, done, extras = self.env.step(self.spec.to_env(action))
+        done = done.to(torch.bool, copy=True)  # kept as next step's boundary: the env reuses its buffer
+        crossing = self.boundary
+        self.start, self.boundary, self.prev = self.boundary, done, action
+        return reward, done, extras, crossing
+
+
 @torch.no_grad()
 def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False) -> Dict[str, float]:
     """Greedy policy for the first ``ceil(n_episodes / E)`` episodes of every env (so >= n_episodes).
@@ -249,26 +276,18 @@ def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False)
     of the episodes, boundary steps excluded), every key of ``extras["episode"]``, and "episodes".
     Not on the hot path: it reads the device once every ``max_episode_length`` steps.
     """
-    spec = ActionSpec.from_env(env)
     E, device = env.num_envs, agent.agent_ids.device
     skip = 1 if skip_first else 0
     per_env = math.ceil(n_episodes / E)
-    obs = env.reset()
-    hidden = agent.init_hidden(E)
-    prev = torch.zeros(E, env.num_agents, spec.n_branches, dtype=torch.long, device=device)
-    start = torch.ones(E, dtype=torch.bool, device=device)
-    boundary = torch.zeros(E, dtype=torch.bool, device=device)
+    team = GreedyTeam(agent, env)
     ep_return, ep_length = torch.zeros(E, device=device), torch.zeros(E, device=device)
     finished = torch.zeros(E, dtype=torch.long, device=device)  # episodes ended, per env
     n_counted = torch.zeros((), dtype=torch.long, device=device)
     means = _DeviceMeans()
     max_steps = (per_env + skip) * (env.max_episode_length + 1) + 1
     for step in range(max_steps):
-        q, hidden = agent(obs["obs"], prev, start, hidden)
-        action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
-        obs, reward, done, extras = env.step(spec.to_env(action))
-        done = done.to(torch.bool, copy=True)  # kept as next step's boundary: the env reuses its buffer
-        live = (~boundary).to(reward.dtype)
+        reward, done, extras, crossing = team.step()
+        live = (~crossing).to(reward.dtype)
         ep_return += reward * live
         ep_length += live
         counted = done & (finished >= skip) & (finished < skip + per_env)
@@ -282,7 +301,6 @@ def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False)
         finished += done.long()
         ep_return = torch.where(done, 0.0, ep_return)
         ep_length = torch.where(done, 0.0, ep_length)
-        start, boundary, prev = boundary, done, action
         if (step + 1) % env.max_episode_length == 0 and bool((finished >= skip + per_env).all()):
             break
     out = {k: float(v) for k, v in means.pop().items()}

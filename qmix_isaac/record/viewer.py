@@ -61,9 +61,8 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
     try:
         import mujoco.viewer
 
-        from qmix_isaac.qmix.spaces import ActionSpec
-        from qmix_isaac.qmix.targets import greedy_actions
         from qmix_isaac.record.video import WorldMirror
+        from qmix_isaac.runner import GreedyTeam
         shadow = WorldMirror(env)
         keys = {"quit": False, "sync": True}
 
@@ -83,13 +82,7 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
         print("[qmix-isaac] cannot open a viewer window (%s): playing headless instead"
               % str(exc).splitlines()[0], flush=True)
         return False
-    spec = ActionSpec.from_env(env)
-    E, dev = env.num_envs, env.rl_device
-    obs = env.reset()
-    hidden = agent.init_hidden(E)
-    prev = torch.zeros(E, env.num_agents, spec.n_branches, dtype=torch.long, device=dev)
-    start = torch.ones(E, dtype=torch.bool, device=dev)
-    boundary = torch.zeros_like(start)
+    team = GreedyTeam(agent, env)
     with viewer.lock():  # the offscreen clips' view: box, team and goal in the picture
         shadow.sync()
         viewer.cam.distance, viewer.cam.elevation, viewer.cam.azimuth = 7.0, -35.0, 60.0
@@ -102,10 +95,7 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
                 break
             steps += 1
             t0 = time.perf_counter()
-            q, hidden = agent(obs["obs"], prev, start, hidden)
-            action = greedy_actions(q, spec.avail_from_env(obs["avail_actions"]))
-            obs, _, done, _ = env.step(spec.to_env(action))
-            start, boundary, prev = boundary, done.to(torch.bool, copy=True), action  # env reuses its buffer
+            team.step()
             with viewer.lock():
                 shadow.sync()
                 viewer.cam.lookat[:] = _centre(shadow)
