@@ -1,5 +1,6 @@
 # Two commands set up a fresh machine (Python 3.8+ with venv) and do the work:
-#   make test                       # creates .venv, installs (+ Debian GL libs), checks 3.8 syntax, runs pytest
+#   make test                       # creates .venv, installs (+ Debian GL libs), checks 3.8 syntax and
+#                                   # the Isaac Gym engine's API use (mypy), runs pytest
 #   make train ARGS="task=MultiAntPush"
 # torch==2.13.0 is the CPU build on a machine without CUDA and the CUDA build on one with it.
 PY := .venv/bin/python
@@ -28,6 +29,8 @@ sysdeps:
 
 test: .venv/.installed sysdeps
 	.venv/bin/vermin -q -t=3.8- --no-tips --violations --backport dataclasses qmix_isaac tasks
+	$(PY) tests/isaacgym_stubs.py build/isaacgym-stubs  # PyPI isaacgym-stubs, made readable by mypy
+	.venv/bin/mypy --config-file mypy.ini qmix_isaac/sim/isaacgym_engine.py  # Isaac Gym API, Python 3.8
 	$(PY) -m pytest -q tests
 
 train: .venv/.installed

@@ -9,5 +9,9 @@ task_map = {
     "MultiAntPush": MultiAntPush,
     "MultiBallPush": MultiBallPush,
 }
+# IsaacGymEnvs' name for the registry (isaacgymenvs.tasks.isaacgym_task_map): code written for it
+# can build these tasks as ``isaacgym_task_map[name](cfg=..., rl_device=..., sim_device=...,
+# graphics_device_id=..., headless=..., virtual_screen_capture=..., force_render=...)``
+isaacgym_task_map = task_map
 
-__all__ = ["MultiAntPush", "MultiBallPush", "task_map"]
+__all__ = ["MultiAntPush", "MultiBallPush", "task_map", "isaacgym_task_map"]

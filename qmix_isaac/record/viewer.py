@@ -50,6 +50,8 @@ def _centre(shadow):
 def play(env, agent, *, max_steps: int = 0) -> bool:
     """Show the greedy team in a window until ESC, the window closes or ``max_steps`` policy
     steps (0: no limit). False (and a message) when no window can open."""
+    if getattr(getattr(env, "engine", None), "viewer", None) is not None:
+        return _play_in_engine_viewer(env, agent, max_steps)  # Isaac Gym draws its own window
     if not os.environ.get("DISPLAY"):
         print("[qmix-isaac] no display (DISPLAY is unset): playing headless instead", flush=True)
         return False
@@ -105,5 +107,20 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
     viewer.close()
     for t in ui_threads:  # let the window close before the interpreter exits (glfw.terminate
         t.join(timeout=10.0)  # at exit under a still-drawing window hangs or errors in X)
+    print("[qmix-isaac] viewer closed after %d steps" % steps, flush=True)
+    return True
+
+
+def _play_in_engine_viewer(env, agent, max_steps: int) -> bool:
+    """An engine with its own window (Isaac Gym, ``headless=False``) draws every step itself and
+    handles ESC / V; play until it is closed or ``max_steps`` policy steps."""
+    from qmix_isaac.runner import GreedyTeam
+    engine = env.engine
+    team = GreedyTeam(agent, env)
+    steps = 0
+    with torch.no_grad():
+        while (not max_steps or steps < max_steps) and engine.viewer is not None:
+            team.step()
+            steps += 1
     print("[qmix-isaac] viewer closed after %d steps" % steps, flush=True)
     return True

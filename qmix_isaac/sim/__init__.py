@@ -1,10 +1,13 @@
 """Physics engines behind one interface (DESIGN.md §3.2) and ``make_engine`` to pick one.
 
 ``physics_engine``: ``mujoco`` (MuJoCo C library, CPU threads), ``newton`` (Newton with the
-MuJoCo-Warp solver; CUDA, or CPU slowly), ``physx`` / ``flex`` (Isaac Gym, when installed), or
-``auto``: Newton when the simulation device is CUDA, MuJoCo otherwise.
+MuJoCo-Warp solver; CUDA, or CPU slowly), ``physx`` / ``flex`` (Isaac Gym Preview 4, when installed:
+Python 3.8, ``import isaacgym`` before torch), or ``auto``: Newton when the simulation device is
+CUDA, MuJoCo otherwise.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -25,8 +28,15 @@ def resolve_engine_name(name: str, device) -> str:
     return name
 
 
-def make_engine(name: str, scene: Scene, num_envs: int, device) -> Engine:
-    """Build ``num_envs`` worlds of ``scene`` on ``device`` with the engine ``name``."""
+def make_engine(name: str, scene: Scene, num_envs: int, device, *,
+                sim_cfg: Optional[Mapping[str, Any]] = None, headless: bool = True,
+                graphics_device_id: int = 0, env_spacing: Optional[float] = None) -> Engine:
+    """Build ``num_envs`` worlds of ``scene`` on ``device`` with the engine ``name``.
+
+    ``sim_cfg`` (the task config's ``sim`` block: substeps, physx / flex solver settings),
+    ``headless``, ``graphics_device_id`` and ``env_spacing`` are read by Isaac Gym only; the
+    MuJoCo-family engines take their physics options from the MJCF and draw no window.
+    """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("sim_device=%s requested but CUDA is not available" % device)
@@ -41,5 +51,11 @@ def make_engine(name: str, scene: Scene, num_envs: int, device) -> Engine:
             raise ImportError("physics_engine=newton needs newton: pip install 'newton[sim]' "
                               "(%s)" % exc) from exc
         return NewtonEngine(scene, num_envs, device)
-    raise RuntimeError("physics_engine=%s needs Isaac Gym (isaacgym), which is not installed; "
-                       "use physics_engine=mujoco or newton" % name)
+    # physx / flex: Isaac Gym (imported by this module if it can be: it must come before torch)
+    from .isaacgym_engine import IsaacGymEngine, isaacgym_import_problem
+    problem = isaacgym_import_problem(name)
+    if problem:
+        raise RuntimeError(problem)
+    return IsaacGymEngine(scene, num_envs, device, physics_engine=name, sim_cfg=sim_cfg,
+                          headless=headless, graphics_device_id=graphics_device_id,
+                          env_spacing=env_spacing)

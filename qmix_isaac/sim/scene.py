@@ -57,6 +57,10 @@ class Scene:
     integrator: str
     floor_friction: float
     extra_visuals: Tuple[str, ...] = field(default_factory=tuple)
+    # what the world was composed from, for engines that build it from parts (Isaac Gym loads
+    # each robot template as an asset and makes the props with create_box)
+    robots: Tuple[RobotPlacement, ...] = field(default_factory=tuple)
+    props: Tuple[Prop, ...] = field(default_factory=tuple)
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -154,4 +158,6 @@ def compose_scene(
         integrator=integrator,
         floor_friction=floor_friction,
         extra_visuals=tuple(visuals),
+        robots=tuple(robots),
+        props=tuple(props),
     )

@@ -91,7 +91,10 @@ class MultiAgentVecTask:
         self.rng.manual_seed(int(seed) if seed is not None and int(seed) >= 0 else 0)
 
         self.scene = self.build_scene()
-        self.engine = make_engine(self.physics_engine, self.scene, self.num_envs, self.sim_device)
+        self.engine = make_engine(self.physics_engine, self.scene, self.num_envs, self.sim_device,
+                                  sim_cfg=cfg.get("sim"), headless=headless,
+                                  graphics_device_id=graphics_device_id,
+                                  env_spacing=env.get("envSpacing"))
         self.dt = self.engine.dt * self.control_freq_inv  # policy step in seconds
 
         E, A, dev = self.num_envs, self.num_agents, self.sim_device
