@@ -37,7 +37,8 @@ LogFn = Callable[[int, Dict[str, Any]], None]
 class _DeviceMeans:
     """Running sums and counts kept as device tensors; read only when popped and logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, device=None) -> None:
+        self.device = device
         self.sums: Dict[str, Any] = {}
         self.counts: Dict[str, Any] = {}
 
@@ -45,10 +46,19 @@ class _DeviceMeans:
         self.sums[key] = self.sums.get(key, 0) + total
         self.counts[key] = self.counts.get(key, 0) + count
 
-    def pop(self) -> Dict[str, Any]:
+    def pop(self, reduce: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> Dict[str, Any]:
+        """Means since the last pop. ``reduce`` sums sums and counts over processes first
+        (torchrun: ``distributed.sum_over_ranks``), so means weigh every rank's episodes."""
+        sums, counts = self.sums, self.counts
+        if reduce is not None:
+            keys = sorted(sums)
+            both = reduce({**{"s/" + k: torch.as_tensor(sums[k], device=self.device) for k in keys},
+                           **{"c/" + k: torch.as_tensor(counts[k], device=self.device) for k in keys}})
+            sums = {k: both["s/" + k] for k in keys}
+            counts = {k: both["c/" + k] for k in keys}
         out = {}
-        for key, total in self.sums.items():
-            count = self.counts[key]
+        for key, total in sums.items():
+            count = counts[key]
             if isinstance(count, torch.Tensor):  # empty windows give NaN, not a fake zero
                 mean = total / count.clamp(min=1)
                 out[key] = torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
@@ -104,7 +114,9 @@ class QMIXRunner:
         self.writer = replay.make_writer()
         self.env_steps = 0  # host counters
         self._grad_credit = 0.0
-        self._stats = _DeviceMeans()
+        self._stats = _DeviceMeans(self.device)
+        # torchrun: sums statistics over ranks at the logging interval (train.py sets it)
+        self.stats_reduce: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
         self._obs: Optional[Dict[str, torch.Tensor]] = None
         self._last_log = (0, time.perf_counter())
 
@@ -211,11 +223,14 @@ class QMIXRunner:
 
     def pop_stats(self) -> Dict[str, Any]:
         """Means since the last call: 0-d device tensors (NaN where nothing happened) and host numbers."""
-        stats = self._stats.pop()
+        stats = self._stats.pop(self.stats_reduce)
         now = time.perf_counter()
         steps0, t0 = self._last_log
         self._last_log = (self.env_steps, now)
-        stats["charts/env_steps_per_s"] = (self.env_steps - steps0) / max(now - t0, 1e-9)
+        rate = (self.env_steps - steps0) / max(now - t0, 1e-9)
+        if self.stats_reduce is not None:  # every rank's rate, summed
+            rate = float(self.stats_reduce({"r": torch.tensor(rate, device=self.device)})["r"])
+        stats["charts/env_steps_per_s"] = rate
         stats["charts/epsilon"] = self.explorer.epsilon(self.env_steps)
         stats["charts/grad_steps"] = self.learner.grad_steps
         stats["charts/replay_sequences"] = self.replay.num_stored
@@ -238,6 +253,7 @@ class QMIXRunner:
         self.learner.load_state_dict(state["learner"])
         self.env_steps = int(state["env_steps"])
         self._grad_credit = float(state["grad_credit"])
+        self._last_log = (self.env_steps, time.perf_counter())  # rates count from here
 
 
 class GreedyTeam:

@@ -19,7 +19,7 @@ batch size and sequence length).
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -94,6 +94,9 @@ class QLearner:
         else:
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         self.grad_steps = 0  # host int
+        # Called between backward and clipping: averages gradients over ranks when training with
+        # torchrun (set by train.py to a distributed.GradAllReduce; None in one process).
+        self.grad_reduce: Optional[Callable[[], None]] = None
         self._graph = None  # captured CUDA graph of _gradient_step and its static input / outputs
         self._static_batch: Optional[SequenceBatch] = None
         self._static_stats: Dict[str, torch.Tensor] = {}
@@ -147,6 +150,8 @@ class QLearner:
         q, target_q = self.q_values(batch)
         loss, stats = self.loss_from_q(batch, q, target_q)
         loss.backward()
+        if self.grad_reduce is not None:  # torchrun: mean gradient over ranks (distributed.py)
+            self.grad_reduce()
         stats["losses/grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         return stats

@@ -56,10 +56,19 @@ def save_checkpoint(path: str, ckpt: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
+    """Read and check a checkpoint from a local path or a URL (``s3://…``, see ``storage``)."""
+    from .storage import StorageError, open_bytes_io
+    try:
+        source = open_bytes_io(path)
+    except FileNotFoundError:
+        source = None
+    except StorageError as exc:
+        raise CheckpointError("cannot read checkpoint %s" % exc)
+    if source is None and not os.path.isfile(path):
         raise CheckpointError("checkpoint not found: %s" % path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(source if source is not None else path, map_location="cpu",
+                          weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, foreign objects
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError("%s is not a qmix-isaac checkpoint (torch.load failed: %s%s)"
