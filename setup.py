@@ -14,6 +14,7 @@ setup(
         "qmix_isaac.sim",
         "qmix_isaac.qmix",
         "qmix_isaac.record",
+        "qmix_isaac.rlgames",
         "qmix_isaac.tasks",
         "qmix_isaac.tasks.base",
     ],
@@ -31,6 +32,15 @@ setup(
         # Newton (MuJoCo-Warp solver): the CUDA engine; also runs, slowly, on CPU.
         "newton": ["newton[sim]>=1.0"],
         "wandb": ["wandb"],
-        "dev": ["pytest>=7", "vermin", "newton[sim]>=1.0", "tensorboard", "wandb"],
+        # train_dir= / checkpoint= on S3 (any fsspec URL works with its backend installed)
+        "s3": ["s3fs"],
+        # PPO / MAPPO baselines (train=<Task>PPO): rl-games 1.6.5 is the first 1.6.x that installs
+        # on Python >= 3.11 (1.6.1 caps Python < 3.11 and pins gym 0.23, wandb < 0.13)
+        "rlgames": ["rl-games>=1.6.5,<1.7"],
+        # isaacgym-stubs + mypy: make test type-checks the Isaac Gym engine against Isaac Gym's API
+        # (Isaac Gym itself is not on PyPI); mypy >= 1.17 refuses python_version 3.8 (mypy.ini)
+        "dev": ["pytest>=7", "vermin", "isaacgym-stubs", "mypy<1.17",
+                "newton[sim]>=1.0", "tensorboard", "wandb",
+                "s3fs", "moto[server]>=5", "rl-games>=1.6.5,<1.7"],
     },
 )

@@ -37,7 +37,8 @@ class UsageError(Exception):
 
 
 def fail(msg: str, code: int = 2) -> None:
-    print("train.py: error: " + msg, file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0" or code != 2:  # torchrun: one line per job, not per rank
+        print("train.py: error: " + msg, file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -145,7 +146,7 @@ def _with_overrides(base: Dict[str, Any], section: str, argv: List[str], cfg) ->
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
+def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     """Task and runner from the config (or from the checkpoint's own configs plus the command
     line's ``task.*`` / ``train.*`` overrides)."""
     from omegaconf import OmegaConf
@@ -153,6 +154,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
     import qmix_isaac
     from qmix_isaac.config import ConfigError
     from qmix_isaac.record.checkpoint import check_compatible
+    from qmix_isaac.rlgames import (RLGamesConfigError, check_checkpoint_learner, learner_of,
+                                    rlgames_runner)
     from qmix_isaac.runner import build_runner
 
     sim_device = resolve_device(cfg.sim_device)
@@ -162,11 +165,14 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner
         task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
         train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
+    # a PPO checkpoint with train=<...>QMIX (or the reverse) is refused (qmix_isaac/rlgames)
+    check_checkpoint_learner(ckpt, str(cfg.checkpoint), cfg.train, _given(argv, "train"))
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])
     if cfg.num_envs in ("", None) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS:
         # the task configs are sized for a GPU; a CPU steps a few hundred worlds per core-second
-        print("[qmix-isaac] num_envs %d -> %d on the CPU (set num_envs= to choose)"
-              % (num_envs, CPU_NUM_ENVS), flush=True)
+        if dinfo is None or dinfo.is_main:
+            print("[qmix-isaac] num_envs %d -> %d on the CPU (set num_envs= to choose)"
+                  % (num_envs, CPU_NUM_ENVS), flush=True)
         num_envs = CPU_NUM_ENVS
     try:
         env = qmix_isaac.make(task_cfg["name"], num_envs=num_envs, sim_device=sim_device,
@@ -178,30 +184,23 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str]):
     if ckpt is not None:
         check_compatible(ckpt, task_cfg["name"], env)
     try:
-        runner = build_runner(train_cfg, env)
-    except (KeyError, TypeError) as exc:
+        runner = build_runner(train_cfg, env) if learner_of(train_cfg) == "qmix" else \
+            rlgames_runner(train_cfg, env, distributed=dinfo is not None and dinfo.active)
+    except (KeyError, TypeError, RLGamesConfigError) as exc:
         raise UsageError("train config: %s" % str(exc).splitlines()[0])
-    print("[qmix-isaac] task %s, %d envs, engine %s on %s, learner on %s"
-          % (task_cfg["name"], num_envs, env.engine.name, sim_device, rl_device), flush=True)
+    if dinfo is not None and dinfo.active:  # torchrun: equal parameters, averaged gradients
+        from qmix_isaac.distributed import GradAllReduce, broadcast_parameters, sum_over_ranks
+        learner = runner.learner
+        broadcast_parameters([learner.agent, learner.mixer])
+        learner.hard_update_targets()
+        learner.grad_reduce = GradAllReduce(learner.params, dinfo.world_size)
+        runner.stats_reduce = sum_over_ranks
+    if dinfo is None or dinfo.is_main:
+        print("[qmix-isaac] task %s, %d envs%s, engine %s on %s, learner on %s"
+              % (task_cfg["name"], num_envs, " x %d ranks" % dinfo.world_size
+                 if dinfo is not None and dinfo.world_size > 1 else "", env.engine.name,
+                 sim_device, rl_device), flush=True)
     return env, runner, task_cfg, train_cfg
-
-
-def make_run_dir(cfg, task_name: str) -> str:
-    """A new ``<train_dir>/<experiment>_<date>/`` (``_2``, ``_3``… when started in the same second)."""
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    base = os.path.join(str(cfg.train_dir), (cfg.experiment or task_name) + "_" + stamp)
-    run_dir, n = base, 1
-    while True:
-        try:
-            os.makedirs(run_dir)
-            break
-        except FileExistsError:
-            n += 1
-            run_dir = "%s_%d" % (base, n)
-        except OSError as exc:
-            raise UsageError("cannot create the run folder %s: %s" % (run_dir, exc.strerror or exc))
-    os.makedirs(os.path.join(run_dir, "nn"))
-    return run_dir
 
 
 def record_clip(cfg, runner, task_cfg, path: str) -> str:
@@ -224,29 +223,19 @@ def record_clip(cfg, runner, task_cfg, path: str) -> str:
 
 
 def log_line(it: int, max_it: int, stats: Dict[str, float]) -> str:
-    def f(key, fmt):
-        v = stats.get(key)
-        return "-" if v is None or v != v else fmt % v
-    return ("[it %d/%d] env steps %s | %s steps/s | return %s | success %s | eps %s | loss %s"
-            % (it, max_it, "{:,}".format(int(stats.get("charts/env_steps", 0))),
-               f("charts/env_steps_per_s", "%.0f"), f("charts/episode_return", "%.2f"),
-               f("charts/success_rate", "%.2f"), f("charts/epsilon", "%.3f"),
-               f("losses/td_loss", "%.4f")))
+    from qmix_isaac.record.run import progress_line
+    return progress_line(it, max_it, stats, [("eps", "charts/epsilon", "%.3f"),
+                                             ("loss", "losses/td_loss", "%.4f")])
 
 
 def named_stats(raw: Dict[str, Any], env_steps: int) -> Dict[str, float]:
     """The runner's statistics as floats (a host read: logging interval only), renamed."""
+    from qmix_isaac.record.run import episode_metric
     out = {}
     for k, v in raw.items():
         v = float(v)
-        if k == "episode/return":
-            out["charts/episode_return"] = v
-        elif k == "episode/success":
-            out["charts/success_rate"] = v
-        elif k == "episode/length":
-            out["charts/episode_length"] = v
-        elif k.startswith("episode/"):
-            out["episode/" + k[len("episode/"):]] = v
+        if k.startswith("episode/"):
+            out[episode_metric(k[len("episode/"):])] = v
         elif k.startswith("charts/"):
             out[k] = v
         elif k.startswith("rollout/"):
@@ -257,56 +246,53 @@ def named_stats(raw: Dict[str, Any], env_steps: int) -> Dict[str, float]:
     return out
 
 
-def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
+def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
     import torch
-    from omegaconf import OmegaConf
 
-    from qmix_isaac.record.checkpoint import (atomic_write_text, rng_state, save_checkpoint,
-                                              set_rng_state, task_shapes)
+    from qmix_isaac.distributed import digest, gather_strings
+    from qmix_isaac.record.checkpoint import rng_state, save_checkpoint, set_rng_state, task_shapes
     from qmix_isaac.record.curves import plot_curves
-    from qmix_isaac.record.logger import RunLogger
+    from qmix_isaac.record.run import RunSetupError, start_run
+    from qmix_isaac.record.storage import StorageError
 
+    main_rank = dinfo.is_main
+    say = print if main_rank else (lambda *a, **k: None)  # rank 0 alone logs
+    ranks = dinfo.world_size
     iteration, history, best = 0, None, -math.inf
     if ckpt is not None:
         runner.load_state_dict(ckpt["runner"])
         iteration, history = int(ckpt["iteration"]), ckpt.get("history")
         best = float(ckpt.get("best_score", -math.inf))
-        set_rng_state(ckpt["rng"])
+        if main_rank:  # other ranks keep their own seed's random streams
+            set_rng_state(ckpt["rng"])
     default_its = train_cfg.get("max_iterations", 1000)
     max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
     if iteration >= max_it:
         raise UsageError("the checkpoint already ran %d iterations; max_iterations=%d counts from the "
                          "start of the run: give a larger one to continue" % (iteration, max_it))
-    run_dir = make_run_dir(cfg, task_cfg["name"])
-    try:  # a run folder that cannot be set up is not left behind
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved["task"], resolved["train"] = task_cfg, train_cfg
-        atomic_write_text(os.path.join(run_dir, "config.yaml"),
-                          OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        wandb_cfg = {"activate": bool(cfg.wandb_activate), "project": cfg.wandb_project,
-                     "entity": cfg.wandb_entity, "group": cfg.wandb_group,
-                     "name": cfg.wandb_name or os.path.basename(run_dir),
-                     "tags": list(cfg.wandb_tags)}
-        logger = RunLogger(run_dir, config=resolved, wandb_cfg=wandb_cfg, history=history)
-    except Exception as exc:
-        import shutil
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise UsageError("cannot set up the run folder: %s" % (str(exc).strip().splitlines() or [repr(exc)])[0])
-    print("[qmix-isaac] run folder %s (from iteration %d of %d)" % (run_dir, iteration, max_it), flush=True)
-    old_best = os.path.join(os.path.dirname(os.path.abspath(str(cfg.checkpoint))), "best.pth")
-    if ckpt is not None and os.path.isfile(old_best):  # the run's best so far stays its best
-        import shutil
-        shutil.copyfile(old_best, os.path.join(run_dir, "nn", "best.pth"))
+    run = logger = None
+    if main_rank:  # rank 0 alone writes the run folder
+        try:
+            run, logger = start_run(cfg, task_cfg, train_cfg, ckpt, history)
+        except RunSetupError as exc:
+            raise UsageError(str(exc))
+        say("[qmix-isaac] run folder %s (from iteration %d of %d%s)"
+            % (run.target, iteration, max_it, ", %d ranks" % ranks if ranks > 1 else ""), flush=True)
     if ckpt is not None:
-        print("[qmix-isaac] resumed at iteration %d: %d env steps, %d gradient steps"
-              % (iteration, runner.env_steps, runner.learner.grad_steps), flush=True)
+        say("[qmix-isaac] resumed at iteration %d: %d env steps, %d gradient steps"
+            % (iteration, runner.env_steps * ranks, runner.learner.grad_steps), flush=True)
 
     def save(name: str, score: float) -> None:
-        save_checkpoint(os.path.join(run_dir, "nn", name), {
+        if run is None:
+            return
+        save_checkpoint(run.path("nn", name), {
             "task": task_cfg["name"], "task_cfg": task_cfg, "train_cfg": train_cfg,
             "shapes": task_shapes(env), "runner": runner.state_dict(), "iteration": iteration,
             "rng": rng_state(), "history": {k: [list(p) for p in v] for k, v in logger.history.items()},
-            "best_score": score})
+            "best_score": score, "world_size": ranks})
+
+    def has_best() -> bool:
+        return run is not None and os.path.isfile(run.path("nn", "best.pth"))
 
     next_log = runner.env_steps + runner.log_interval
     next_clip = runner.env_steps + int(cfg.capture_video_freq) * env.num_envs
@@ -327,40 +313,57 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg) -> None:
                 torch.cuda.set_sync_debug_mode("default")
                 guarded += 1
             iteration += 1
-            if runner.env_steps >= next_log or iteration == max_it:
-                stats = named_stats(runner.pop_stats(), runner.env_steps)
-                logger.log(runner.env_steps, stats)
-                print(log_line(iteration, max_it, stats), flush=True)
+            if runner.env_steps >= next_log or iteration == max_it:  # every rank at once: lockstep
+                stats = named_stats(runner.pop_stats(), runner.env_steps * ranks)  # over all ranks
                 next_log = runner.env_steps + runner.log_interval
-                score = stats.get("charts/success_rate", float("nan"))
-                score = stats.get("charts/episode_return", -math.inf) if score != score else score
-                if score == score and score > best:
-                    best = score
-                    save("best.pth", best)
-                elif not os.path.isfile(os.path.join(run_dir, "nn", "best.pth")):
-                    save("best.pth", best)  # nothing scored yet: the first weights are the best
-                save("last.pth", best)
-            if cfg.capture_video and runner.env_steps >= next_clip:
-                clip = os.path.join(run_dir, "videos", "it%06d.mp4" % iteration)
-                print("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, clip), flush=True)
+                if run is not None:
+                    logger.log(runner.env_steps * ranks, stats)
+                    say(log_line(iteration, max_it, stats), flush=True)
+                    score = stats.get("charts/success_rate", float("nan"))
+                    score = stats.get("charts/episode_return", -math.inf) if score != score else score
+                    if score == score and score > best:
+                        best = score
+                        save("best.pth", best)
+                    elif not has_best():
+                        save("best.pth", best)  # nothing scored yet: the first weights are the best
+                    save("last.pth", best)
+                    run.sync()
+            if run is not None and cfg.capture_video and runner.env_steps >= next_clip:
+                clip = run.path("videos", "it%06d.mp4" % iteration)
+                say("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, clip), flush=True)
                 next_clip = runner.env_steps + int(cfg.capture_video_freq) * env.num_envs
     except KeyboardInterrupt:
-        print("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
-    save("last.pth", best)
-    if not os.path.isfile(os.path.join(run_dir, "nn", "best.pth")):
-        save("best.pth", best)
-    png = plot_curves(logger.history, os.path.join(run_dir, "curves.png"), title=task_cfg["name"])
-    logger.close()
+        say("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
     wall = time.perf_counter() - t0
+    digests = gather_strings(digest([runner.learner.agent, runner.learner.mixer]), dinfo)
+    if run is None:
+        return
+    try:
+        save("last.pth", best)
+        if not has_best():
+            save("best.pth", best)
+        png = plot_curves(logger.history, run.path("curves.png"), title=task_cfg["name"])
+        logger.close()
+        run.close()
+    except StorageError as exc:
+        raise UsageError("uploading the run failed (%s); its files are kept in %s" % (exc, run.local))
     if check_syncs:
-        print("[qmix-isaac] sync_debug: %d iterations ran under torch.cuda.set_sync_debug_mode"
-              "('error') without a host sync" % guarded, flush=True)
-    print("[qmix-isaac] done: %d iterations, %s env steps, %d gradient steps in %.0f s; best %s; "
-          "curves %s" % (iteration, "{:,}".format(runner.env_steps), runner.learner.grad_steps, wall,
-                         "%.3f" % best if best > -math.inf else "-", png), flush=True)
+        say("[qmix-isaac] sync_debug: %d iterations ran under torch.cuda.set_sync_debug_mode"
+            "('error') without a host sync" % guarded, flush=True)
+    if ranks > 1:
+        same = len(set(digests)) == 1
+        say("[qmix-isaac] parameters on %d ranks: %s (digests %s)"
+            % (ranks, "identical" if same else "DIFFERENT", " ".join(digests)), flush=True)
+    say("[qmix-isaac] done: %d iterations, %s env steps, %d gradient steps in %.0f s; best %s; "
+        "curves %s" % (iteration, "{:,}".format(runner.env_steps * ranks), runner.learner.grad_steps,
+                       wall, "%.3f" % best if best > -math.inf else "-",
+                       run.url("curves.png") if png else "-"), flush=True)
 
 
 def test(cfg, ckpt, env, runner, task_cfg) -> None:
+    import tempfile
+
+    from qmix_isaac.record.storage import StorageError, is_url, join, upload_file
     from qmix_isaac.runner import evaluate
 
     runner.load_state_dict(ckpt["runner"])
@@ -376,12 +379,54 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
                                               res["length"]), flush=True)
     if cfg.capture_video:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        path = os.path.join(str(cfg.train_dir), "play_%s_%s.mp4" % (task_cfg["name"], stamp))
-        print("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, path), flush=True)
+        name = "play_%s_%s.mp4" % (task_cfg["name"], stamp)
+        target = join(str(cfg.train_dir), name)
+        if not is_url(target):
+            print("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, target), flush=True)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            record_clip(cfg, runner, task_cfg, os.path.join(tmp, name))
+            try:
+                upload_file(os.path.join(tmp, name), target)
+            except StorageError as exc:
+                raise UsageError("uploading the video failed: %s" % exc)
+        print("[qmix-isaac] video %s" % target, flush=True)
+
+
+def join_job(cfg):
+    """``multi_gpu=True`` under torchrun: join the process group, take this rank's device
+    (``cuda:LOCAL_RANK``, or the CPU with gloo) and make a SIGTERM from torchrun (another rank
+    failed) end this rank with one line. One process otherwise."""
+    from qmix_isaac.distributed import DistInfo, init_distributed
+
+    if not cfg.multi_gpu:
+        return DistInfo()
+    if cfg.test:
+        raise UsageError("test=True evaluates in one process: drop multi_gpu=True")
+    try:
+        dinfo = init_distributed(str(cfg.sim_device), float(cfg.dist_timeout_s))
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    cfg.sim_device = cfg.rl_device = dinfo.device
+    rank = dinfo.rank
+
+    def stopped(signum, frame):
+        print("[qmix-isaac] rank %d: stopped by torchrun (another rank failed or the job was "
+              "cancelled)" % rank, file=sys.stderr, flush=True)
+        os._exit(143)
+
+    import signal
+    signal.signal(signal.SIGTERM, stopped)
+    return dinfo
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if str(_given(argv, "physics_engine") or "").lower() in ("physx", "flex"):
+        try:  # Isaac Gym must be imported before torch; nothing has imported torch yet
+            from isaacgym import gymapi  # noqa: F401
+        except ImportError:
+            pass  # make_engine says in one line what is missing
     headless = str(_given(argv, "headless") or "True").lower() not in ("false", "0")
     video = str(_given(argv, "capture_video") or "False").lower() in ("true", "1")
     if video or not headless:  # rendering: pick an OpenGL backend before anything imports mujoco
@@ -389,6 +434,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         choose_gl_backend(headless)
     os.environ.setdefault("WARP_CACHE_PATH", os.path.join(HERE, ".warp_cache"))
     from qmix_isaac.record.checkpoint import CheckpointError, load_checkpoint
+    dinfo = None
     try:
         ckpt_path = _given(argv, "checkpoint")
         ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
@@ -402,20 +448,36 @@ def main(argv: Optional[List[str]] = None) -> None:
         _positive(cfg, "viewer_steps", least=0)
         if cfg.test and ckpt is None:
             raise UsageError("test=True needs checkpoint=<path of a .pth>")
-        if cfg.multi_gpu:
-            raise UsageError("multi_gpu=True is not supported yet (torchrun scale-out is issue 6)")
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise UsageError("seed must be an integer (got %s)" % cfg.seed)
-        cfg.seed = set_seed(int(cfg.seed), bool(cfg.torch_deterministic))
-        env, runner, task_cfg, train_cfg = build(cfg, ckpt, argv)
+        dinfo = join_job(cfg)
+        if dinfo.is_main and not cfg.test:  # before the (slow) build: bucket, credentials, network
+            from qmix_isaac.record.storage import StorageError, check_remote, is_url
+            if is_url(str(cfg.train_dir)):
+                try:
+                    check_remote(str(cfg.train_dir))
+                except StorageError as exc:
+                    raise UsageError("train_dir=%s" % exc)
+        cfg.seed = set_seed(int(cfg.seed) + dinfo.rank, bool(cfg.torch_deterministic))
+        env, runner, task_cfg, train_cfg = build(cfg, ckpt, argv, dinfo)
         if cfg.test:
             test(cfg, ckpt, env, runner, task_cfg)
+        elif getattr(runner, "trains_itself", False):  # rl-games PPO / MAPPO: qmix_isaac/rlgames
+            runner.learn(cfg, ckpt, task_cfg, train_cfg, usage_error=UsageError)
         else:
-            train(cfg, ckpt, env, runner, task_cfg, train_cfg)
+            train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo)
     except (UsageError, CheckpointError) as exc:
         fail(str(exc))
         return
+    except RuntimeError as exc:  # a collective failed: another rank died or hung (torchrun jobs)
+        if dinfo is None or not dinfo.active:
+            raise
+        fail("rank %d: lost the other ranks (%s); ending the job"
+             % (dinfo.rank, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]), code=1)
+        return
     env.close()
+    from qmix_isaac.distributed import close_distributed
+    close_distributed()
 
 
 if __name__ == "__main__":
