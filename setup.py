@@ -32,8 +32,9 @@ setup(
         # Newton (MuJoCo-Warp solver): the CUDA engine; also runs, slowly, on CPU.
         "newton": ["newton[sim]>=1.0"],
         "wandb": ["wandb"],
-        # train_dir= / checkpoint= on S3 (any fsspec URL works with its backend installed)
-        "s3": ["s3fs"],
+        # train_dir= / checkpoint= on S3 (any fsspec URL works with its backend installed); s3fs before
+        # 2024 is the old boto3-based one, which pip picks when boto pins clash (it warns on import)
+        "s3": ["s3fs>=2024.1"],
         # PPO / MAPPO baselines (train=<Task>PPO): rl-games 1.6.5 is the first 1.6.x that installs
         # on Python >= 3.11 (1.6.1 caps Python < 3.11 and pins gym 0.23, wandb < 0.13)
         "rlgames": ["rl-games>=1.6.5,<1.7"],
@@ -41,6 +42,6 @@ setup(
         # (Isaac Gym itself is not on PyPI); mypy >= 1.17 refuses python_version 3.8 (mypy.ini)
         "dev": ["pytest>=7", "vermin", "isaacgym-stubs", "mypy<1.17",
                 "newton[sim]>=1.0", "tensorboard", "wandb",
-                "s3fs", "moto[server]>=5", "rl-games>=1.6.5,<1.7"],
+                "s3fs>=2024.1", "moto[server]>=5", "rl-games>=1.6.5,<1.7"],
     },
 )
