@@ -188,13 +188,14 @@ def train_and_eval(
                "epsilon": runner.explorer.epsilon(runner.env_steps), "grad_steps": runner.learner.grad_steps,
                "train_success": stats.get("episode/success", float("nan")),
                "td_loss": stats.get("losses/td_loss", float("nan")),
-               "q_taken": stats.get("values/q_taken", float("nan"))}
+               "q_taken": stats.get("values/q_taken", float("nan")),
+               "mix_slope": stats.get("values/mix_slope", float("nan"))}
         row.update({k: v for k, v in ev.items() if k.startswith("rew/")})
         curve.append(row)
         if verbose:
             print(f"| {row['env_steps']:>9,} | {row['train_s']:>7.1f} | {row['grad_steps']:>6} | "
                   f"{row['epsilon']:>5.2f} | {row['train_success']:>7.3f} | {row['td_loss']:>7.4f} | "
-                  f"{row['q_taken']:>6.2f} | {row['success']:>7.3f} | {row['return']:>7.2f} | "
+                  f"{row['q_taken']:>6.2f} | {row['mix_slope']:>5.2f} | {row['success']:>7.3f} | {row['return']:>7.2f} | "
                   f"{row['final_box_dist']:>6.2f} |", flush=True)
         return row
 
@@ -202,8 +203,8 @@ def train_and_eval(
         print(f"[learn_ball_push] mixer={mixer} seed={seed} num_envs={num_envs} env_steps={env_steps:,}"
               + (f" budget_s={budget_s}" if budget_s else ""))
         print("| env steps | train s | grad steps | eps | train success | td loss | Q taken "
-              "| greedy success | greedy return | box-goal dist |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| dQtot/dQa | greedy success | greedy return | box-goal dist |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     do_eval(eval_episodes)
     next_eval = eval_every
     while runner.env_steps < env_steps and (budget_s is None or train_s < budget_s):

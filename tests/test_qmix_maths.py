@@ -41,6 +41,15 @@ def test_qmix_is_monotonic_in_every_agent_utility(hypernet_layers):
     assert grad.std(dim=(0, 1)).min() > 1e-3
 
 
+def test_qmix_slopes_are_the_partial_derivatives():
+    torch.manual_seed(2)
+    mixer = QMixer(n_agents=3, state_dim=5, embed_dim=8, hypernet_layers=2, hypernet_embed=16)
+    qs = (torch.randn(16, 4, 3) * 5).requires_grad_(True)  # large: many mixing units below zero
+    states = torch.randn(16, 4, 5)
+    (grad,) = torch.autograd.grad(mixer(qs, states).sum(), qs)
+    torch.testing.assert_close(mixer.slopes(qs.detach(), states), grad)
+
+
 def test_qmix_weights_depend_on_state_and_bias_is_state_value():
     torch.manual_seed(1)
     mixer = QMixer(n_agents=2, state_dim=3)

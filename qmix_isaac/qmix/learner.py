@@ -144,6 +144,9 @@ class QLearner:
                 "values/td_abs": ((q_tot - targets).abs() * m).sum() / n,
                 "values/train_fraction": mask.float().mean(),
             }
+            if hasattr(self.mixer, "slopes"):  # QMIX: mean dQ_tot/dQ_a over trained steps
+                slope = self.mixer.slopes(chosen.detach(), state[:, :-1]).mean(-1)  # [B, L-1]
+                stats["values/mix_slope"] = (slope * mask).sum() / mask.sum().clamp(min=1)
         return loss, stats
 
     def _gradient_step(self, batch: SequenceBatch) -> Dict[str, torch.Tensor]:

@@ -59,13 +59,27 @@ class QMixer(nn.Module):
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
         self.hyper_v = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
 
-    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def _weights(self, states: torch.Tensor):
         states = states.to(torch.float32)
         w1 = self.hyper_w1(states).abs().view(*states.shape[:-1], self.n_agents, self.embed_dim)  # [B, T, A, E]
-        b1 = self.hyper_b1(states)  # [B, T, E]
+        return states, w1, self.hyper_b1(states), self.hyper_w2(states).abs()  # b1, w2: [B, T, E]
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        states, w1, b1, w2 = self._weights(states)
         hidden = F.elu(torch.einsum("...a,...ae->...e", agent_qs, w1) + b1)  # [B, T, E]
-        w2 = self.hyper_w2(states).abs()  # [B, T, E]
         return (hidden * w2).sum(-1, keepdim=True) + self.hyper_v(states)  # [B, T, 1]
+
+    @torch.no_grad()
+    def slopes(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """dQ_tot/dQ_a >= 0, float[B, T, A]: how much of each agent's TD error reaches it.
+
+        sum_e |W1|_ae * elu'(pre_e) * |W2|_e; elu'(x) = exp(x) for x < 0, so mixing units driven
+        negative pass almost no gradient to the agents (a diagnostic; VDN's slopes are all 1).
+        """
+        _, w1, b1, w2 = self._weights(states)
+        pre = torch.einsum("...a,...ae->...e", agent_qs, w1) + b1
+        d_elu = torch.where(pre > 0, torch.ones_like(pre), torch.exp(pre.clamp(max=0.0)))
+        return torch.einsum("...ae,...e->...a", w1, d_elu * w2)
 
 
 class VDNMixer(nn.Module):
