@@ -22,7 +22,6 @@ Figures are measured, never pass/fail.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import random
@@ -38,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import qmix_isaac  # noqa: E402
-from learn_ball_push import (EVAL_NUM_ENVS, EVAL_SEED_OFFSET, reference_success,  # noqa: E402
+from learn_ball_push import (EVAL_NUM_ENVS, EVAL_SEED_OFFSET, reference_success, save_figure,  # noqa: E402
                              train_and_eval)
 from qmix_isaac.runner import evaluate  # noqa: E402
 
@@ -196,18 +195,13 @@ def plot(runs: Dict[str, List[Dict[str, Any]]], refs: Dict[str, Dict[str, float]
         ax.set_title("greedy success rate")
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e3:.0f}k"))
     axes[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"[compare_qmix_ppo] wrote {path}")
+    save_figure(fig, path, title, "compare_qmix_ppo")
 
 
 def table(args, runs, refs, total_s: float) -> str:
     seeds = ", ".join(map(str, args.seeds))
     lines = [
-        f"# MultiBallPush: QMIX vs rl-games PPO vs MAPPO on CPU (same env-step budget)",
+        "# MultiBallPush: QMIX vs rl-games PPO vs MAPPO on CPU (same env-step budget)",
         "",
         f"Measured by `python bench/compare_qmix_ppo.py{' ' + ' '.join(args.argv) if args.argv else ''}` "
         f"on {os.cpu_count()} CPU cores (shared machine: wall times are noisy; {args.jobs} run(s) side by "

@@ -50,7 +50,7 @@ def run(ranks: int, args) -> dict:
     if proc.returncode != 0 or m is None:
         raise SystemExit("run with %d ranks failed:\n%s\n%s" % (ranks, proc.stdout[-2000:],
                                                                   proc.stderr[-2000:]))
-    its, steps, grads = int(m.group(1)), int(m.group(2).replace(",", "")), int(m.group(3))
+    steps, grads = int(m.group(2).replace(",", "")), int(m.group(3))
     # the loop's wall time is printed in whole seconds: take the env-steps/s of the last log line
     rate = float(re.findall(r"\| (\d+) steps/s \|", proc.stdout)[-1])
     wall = steps / rate

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import statistics
 import sys
@@ -250,12 +249,19 @@ def plot(runs: Dict[str, List[Dict[str, Any]]], refs: Dict[str, Dict[str, float]
         ax.grid(alpha=0.3)
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8, loc="upper left")
+    save_figure(fig, path, title, "learn_ball_push")
+
+
+def save_figure(fig, path: str, title: str, tag: str) -> None:
+    """Title, tight layout, write ``path`` (creating its folder), close, say where."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    print(f"[learn_ball_push] wrote {path}")
+    print(f"[{tag}] wrote {path}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -193,11 +193,10 @@ class RunFolder:
 
 def new_run_folder(train_dir: str, name: str, stamp: str) -> RunFolder:
     """A new ``<train_dir>/<name>_<stamp>`` (``_2``, ``_3``… when taken). Local folders are created
-    here; a remote target is checked first (bucket, credentials, network) and nothing is created
-    locally when it fails."""
+    here; for a remote target (checked beforehand with :func:`check_remote`, train.py does so
+    before building the task) only the staging folder is, after the name is known to be free."""
     base = join(str(train_dir), name + "_" + stamp)
     if is_url(base):
-        check_remote(str(train_dir))
         run, n = base, 1
         while remote_exists(run):
             n += 1

@@ -33,7 +33,7 @@ from qmix_isaac.record.checkpoint import rng_state, save_checkpoint, set_rng_sta
 
 from . import describe_learner
 from .observer import EpisodeObserver
-from .vecenv import ENV_NAME, RLGamesVecEnv, register_env
+from .vecenv import ENV_NAME, RLGamesVecEnv, flat_agent_obs, register_env
 
 __all__ = ["RLGamesRunner", "GreedyPolicy", "TrainConfigError", "rlgames_params", "CURVE_PANELS"]
 
@@ -152,9 +152,8 @@ class GreedyPolicy:
     @torch.no_grad()
     def __call__(self, obs: torch.Tensor, prev_actions=None, start=None, hidden=None):
         E, A = obs.shape[0], self.num_agents
-        x = obs.reshape(E * A, -1).to(torch.float32)
-        if self.obs_agent_id:
-            x = torch.cat([x, torch.eye(A, device=x.device).repeat(E, 1)], -1)
+        ids = torch.eye(A, device=obs.device).repeat(E, 1) if self.obs_agent_id else None
+        x = flat_agent_obs(obs, ids).to(torch.float32)
         was_training = self.model.training
         self.model.eval()  # no running-statistics updates from evaluation
         try:

@@ -105,11 +105,16 @@ class RLGamesVecEnv(IVecEnv):
     def _obs(self, obs_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         # The task returns its own buffers and overwrites them next step: copy (the reshape of a
         # contiguous buffer would be a view) so what rl-games keeps stays what it saw.
-        E, A = self.num_envs, self.num_agents
-        obs = obs_dict["obs"].reshape(E * A, -1)
-        obs = torch.cat([obs, self._agent_ids], -1) if self._agent_ids is not None else obs.clone()
+        obs = flat_agent_obs(obs_dict["obs"], self._agent_ids)
         self._avail = obs_dict["avail_actions"].to(torch.bool, copy=True)
         return {"obs": obs, "states": obs_dict["states"].clone()}
+
+
+def flat_agent_obs(obs: torch.Tensor, agent_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """float[E, A, O] -> a fresh float[E*A, O] (env-major), with the one-hot ``agent_ids``
+    [E*A, A] appended when given."""
+    flat = obs.reshape(obs.shape[0] * obs.shape[1], -1)
+    return torch.cat([flat, agent_ids], -1) if agent_ids is not None else flat.clone()
 
 
 _ENVS: Dict[str, Callable[..., Any]] = {}
