@@ -283,7 +283,7 @@ def _timed_run(**kwargs) -> Dict[str, Any]:
 
 
 def compare(args) -> None:
-    mixers = ["qmix", "vdn", "none"]
+    mixers = args.mixers
     refs = reference_success(args.ref_episodes, task_sets=args.task_set)
     runs: Dict[str, List[Dict[str, Any]]] = {}
     wall: Dict[str, List[float]] = {}
@@ -314,7 +314,8 @@ def compare(args) -> None:
         f"Measured by `python bench/learn_ball_push.py --compare` on {os.cpu_count()} CPU cores "
         f"(shared machine: wall times are noisy; {args.jobs} runs side by side). Budget {args.env_steps:,} env steps per run, "
         f"{args.num_envs} envs, MuJoCo engine; config = cfg/train/MultiBallPushQMIX.yaml + CPU_OVERRIDES "
-        f"of the script, only `mixer.name` differing. Final greedy evaluation: "
+        f"of the script{' + ' + ', '.join(f'`{x}`' for x in args.set + args.task_set) if args.set or args.task_set else ''}, "
+        f"only `mixer.name` differing. Final greedy evaluation: "
         f"{args.final_eval_episodes} episodes on a separate 32-env eval env per run. "
         f"Seeds {', '.join(map(str, args.seeds))}; mean ± std over seeds.",
         "",
@@ -385,6 +386,8 @@ def main(argv=None) -> None:
                    help="override a task-config key (qmix_isaac.make), e.g. controlFrequencyInv=10 (repeatable)")
     p.add_argument("--compare", action="store_true", help="QMIX vs VDN vs IQL x --seeds, same budget")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--mixers", nargs="+", default=["qmix", "vdn", "none"], choices=["qmix", "vdn", "none"],
+                   help="mixers in --compare")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side in --compare")
     p.add_argument("--out", default=None, help="PNG path (default bench/results/learn_ball_push.png, "
                    "or ball_push_mixers.png with --compare)")
