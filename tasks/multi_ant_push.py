@@ -74,6 +74,7 @@ class MultiAntPush(MultiAgentVecTask):
         self.arena_radius = float(task["arenaRadius"])
         self.power_scale = float(task["powerScale"])
         self.fall_up_z = float(task["fallUpZ"])
+        self.approach_standoff = float(task.get("approachStandoff", 0.0))
         super().__init__(cfg, rl_device, sim_device, graphics_device_id, headless,
                          virtual_screen_capture, force_render)
         E, dev = self.num_envs, self.sim_device
@@ -145,7 +146,8 @@ class MultiAntPush(MultiAgentVecTask):
         box_xy = root[:, self.box_index, 0:2]
         ant_xy = root[:, self.ant_index, 0:2]
         box_d = torch.norm(start["goal"] - box_xy, dim=-1)
-        ant_d = torch.norm(ant_xy - box_xy.unsqueeze(1), dim=-1).mean(-1)
+        ant_d = torch.norm(ant_xy - push_point(box_xy, start["goal"], self.approach_standoff).unsqueeze(1),
+                           dim=-1).mean(-1)
         self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
         self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
         self.joint_levels.mul_((~m).float())
@@ -182,7 +184,7 @@ class MultiAntPush(MultiAgentVecTask):
             goal_pos=self.goal_pos, prev_box_dist=self.prev_box_dist,
             prev_ant_dist=self.prev_ant_dist, joint_levels=self.joint_levels,
             success_radius=self.success_radius, arena_radius=self.arena_radius,
-            fall_up_z=self.fall_up_z)
+            fall_up_z=self.fall_up_z, approach_standoff=self.approach_standoff)
         terms, box_dist, ant_dist, success, failure = out
         self.prev_box_dist.copy_(box_dist)
         self.prev_ant_dist.copy_(ant_dist)
@@ -243,19 +245,29 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
     return obs, states
 
 
+def push_point(box_xy: torch.Tensor, goal_xy: torch.Tensor, standoff: float) -> torch.Tensor:
+    """Where the ants are drawn to [E, 2]: ``standoff`` metres behind the box centre, on the
+    side away from the goal (the box centre itself when ``standoff`` is 0)."""
+    if standoff == 0.0:
+        return box_xy
+    away = box_xy - goal_xy
+    return box_xy + standoff * away / away.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+
 def compute_ant_push_reward(*, torso_pos, torso_quat, box_pos, goal_pos, prev_box_dist,
                             prev_ant_dist, joint_levels, success_radius: float,
-                            arena_radius: float, fall_up_z: float):
+                            arena_radius: float, fall_up_z: float, approach_standoff: float = 0.0):
     """Unweighted reward terms [E], new distances, success and failure flags.
 
     box_progress: metres the box moved toward the goal this step; success: 1 when the box is
-    within ``success_radius`` of the goal; approach: metres the ants' mean distance to the box
-    shrank; upright: mean z of the ants' up axes; action_cost: mean squared torque level; fall:
+    within ``success_radius`` of the goal; approach: metres the ants' mean distance to the
+    push point (``push_point``: the box, or ``approach_standoff`` metres behind it) shrank; upright: mean z of the ants' up axes; action_cost: mean squared torque level; fall:
     1 when an ant tipped over (up-axis z below ``fall_up_z``), which ends the episode, as does
     the box leaving the arena.
     """
     box_dist = torch.norm(goal_pos - box_pos[:, 0:2], dim=-1)
-    ant_dist = torch.norm(torso_pos[..., 0:2] - box_pos[:, None, 0:2], dim=-1).mean(-1)
+    target = push_point(box_pos[:, 0:2], goal_pos, approach_standoff)
+    ant_dist = torch.norm(torso_pos[..., 0:2] - target[:, None], dim=-1).mean(-1)
     up = torch.zeros_like(torso_pos)
     up[..., 2] = 1.0
 

@@ -206,6 +206,22 @@ def test_ant_reward_terms_hand_computed():
     assert terms["fall"].item() == 1.0 and fail.item() and not succ.item()
 
 
+def test_ant_approach_standoff_targets_the_spot_behind_the_box():
+    # box at (1, 1), goal at (4, 5): unit vector box -> goal (0.6, 0.8); standoff 0.5 puts the
+    # push spot at (1 - 0.3, 1 - 0.4) = (0.7, 0.6). Ants at (0.7, -0.4) and (0.7, 2.6): 1 m and
+    # 2 m from it, mean 1.5; from the box centre they are sqrt(0.09+1.96) and sqrt(0.09+2.56).
+    quat = torch.tensor([[[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]]])
+    common = dict(torso_pos=torch.tensor([[[0.7, -0.4, 0.4], [0.7, 2.6, 0.4]]]), torso_quat=quat,
+                  box_pos=torch.tensor([[1.0, 1.0, 0.2]]), goal_pos=torch.tensor([[4.0, 5.0]]),
+                  prev_box_dist=torch.tensor([5.0]), prev_ant_dist=torch.tensor([2.0]),
+                  joint_levels=torch.zeros(1, 4), success_radius=0.4, arena_radius=8.0, fall_up_z=0.2)
+    terms, _, ant_d, _, _ = compute_ant_push_reward(approach_standoff=0.5, **common)
+    assert ant_d.item() == pytest.approx(1.5)
+    assert terms["approach"].item() == pytest.approx(0.5)
+    _, _, centre_d, _, _ = compute_ant_push_reward(**common)  # default: the box centre
+    assert centre_d.item() == pytest.approx((math.sqrt(2.05) + math.sqrt(2.65)) / 2)
+
+
 def test_physics_blowup_resets_only_that_world():
     env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
     env.reset()
