@@ -308,13 +308,14 @@ def compare(args) -> None:
     for res in results:
         runs.setdefault(MIXER_LABEL[res["mixer"]], []).append(res)
         wall.setdefault(MIXER_LABEL[res["mixer"]], []).append(res["wall_s"])
+    extra = "".join(f" + `{x}`" for x in args.set + args.task_set)  # the --set / --task-set items
     lines = [
         f"# MultiBallPush: QMIX vs VDN vs IQL on CPU ({len(args.seeds)} seeds, same budget)",
         "",
         f"Measured by `python bench/learn_ball_push.py --compare` on {os.cpu_count()} CPU cores "
         f"(shared machine: wall times are noisy; {args.jobs} runs side by side). Budget {args.env_steps:,} env steps per run, "
         f"{args.num_envs} envs, MuJoCo engine; config = cfg/train/MultiBallPushQMIX.yaml + CPU_OVERRIDES "
-        f"of the script{' + ' + ', '.join(f'`{x}`' for x in args.set + args.task_set) if args.set or args.task_set else ''}, "
+        f"of the script{extra}, "
         f"only `mixer.name` differing. Final greedy evaluation: "
         f"{args.final_eval_episodes} episodes on a separate 32-env eval env per run. "
         f"Seeds {', '.join(map(str, args.seeds))}; mean ± std over seeds.",

@@ -146,8 +146,7 @@ class MultiAntPush(MultiAgentVecTask):
         box_xy = root[:, self.box_index, 0:2]
         ant_xy = root[:, self.ant_index, 0:2]
         box_d = torch.norm(start["goal"] - box_xy, dim=-1)
-        ant_d = torch.norm(ant_xy - push_point(box_xy, start["goal"], self.approach_standoff).unsqueeze(1),
-                           dim=-1).mean(-1)
+        ant_d = approach_distance(ant_xy, box_xy, start["goal"], self.approach_standoff)
         self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
         self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
         self.joint_levels.mul_((~m).float())
@@ -254,6 +253,12 @@ def push_point(box_xy: torch.Tensor, goal_xy: torch.Tensor, standoff: float) -> 
     return box_xy + standoff * away / away.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
+def approach_distance(ant_xy: torch.Tensor, box_xy: torch.Tensor, goal_xy: torch.Tensor,
+                      standoff: float) -> torch.Tensor:
+    """Mean planar distance [E] of the ants [E, N, 2] to the push point: what ``approach`` tracks."""
+    return torch.norm(ant_xy - push_point(box_xy, goal_xy, standoff).unsqueeze(1), dim=-1).mean(-1)
+
+
 def compute_ant_push_reward(*, torso_pos, torso_quat, box_pos, goal_pos, prev_box_dist,
                             prev_ant_dist, joint_levels, success_radius: float,
                             arena_radius: float, fall_up_z: float, approach_standoff: float = 0.0):
@@ -261,13 +266,13 @@ def compute_ant_push_reward(*, torso_pos, torso_quat, box_pos, goal_pos, prev_bo
 
     box_progress: metres the box moved toward the goal this step; success: 1 when the box is
     within ``success_radius`` of the goal; approach: metres the ants' mean distance to the
-    push point (``push_point``: the box, or ``approach_standoff`` metres behind it) shrank; upright: mean z of the ants' up axes; action_cost: mean squared torque level; fall:
-    1 when an ant tipped over (up-axis z below ``fall_up_z``), which ends the episode, as does
-    the box leaving the arena.
+    push point (``push_point``: the box, or ``approach_standoff`` metres behind it) shrank;
+    upright: mean z of the ants' up axes; action_cost: mean squared torque level; fall: 1 when
+    an ant tipped over (up-axis z below ``fall_up_z``), which ends the episode, as does the box
+    leaving the arena.
     """
     box_dist = torch.norm(goal_pos - box_pos[:, 0:2], dim=-1)
-    target = push_point(box_pos[:, 0:2], goal_pos, approach_standoff)
-    ant_dist = torch.norm(torso_pos[..., 0:2] - target[:, None], dim=-1).mean(-1)
+    ant_dist = approach_distance(torso_pos[..., 0:2], box_pos[:, 0:2], goal_pos, approach_standoff)
     up = torch.zeros_like(torso_pos)
     up[..., 2] = 1.0
 
