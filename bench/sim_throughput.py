@@ -1,13 +1,14 @@
 """Env-steps per second of each raw engine beside the full task step.
 
     python bench/sim_throughput.py                                  # CPU: mujoco, E = 1..1024
-    python bench/sim_throughput.py --device cuda:0 --engines newton --num-envs 1024 4096 8192 16384
+    python bench/sim_throughput.py --device cuda:0 --engines newton --num-envs 1024 4096 8192 16384 --cuda-graph
 
 An env-step is one policy step of one world (``controlFrequencyInv`` physics steps). Columns:
 ``bare`` a loop of ``mujoco.rollout`` over the same MJCF with nothing else (mujoco only), ``raw``
 the engine (set torques, simulate, refresh the views), ``task`` the whole ``env.step`` (actions to
 torques, physics, resets, observations, rewards, episode statistics). ``task cost`` is the share
-of the task step spent outside the engine: 1 - task/raw. Timings take the median of a few
+of the task step spent outside the engine: 1 - task/raw. ``--cuda-graph`` adds the task step recorded
+in one CUDA graph (``env.cudaGraph``; CUDA and newton only) and its task cost. Timings take the median of a few
 repeats of ``--seconds`` each, after a warm-up; on CUDA the clock is read after a synchronize.
 """
 from __future__ import annotations
@@ -77,14 +78,18 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-envs", nargs="+", type=int, default=[1, 4, 16, 64, 256, 1024])
     p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also time the task step recorded in one CUDA graph (env.cudaGraph)")
     a = p.parse_args(argv)
     dev = a.device
     print("# %s, %s, torch %s, %s, %s" % (a.task, dev, torch.__version__, platform.processor() or
                                           platform.machine(), time.strftime("%Y-%m-%d")))
     if torch.device(dev).type == "cuda":
         print("# GPU: %s" % torch.cuda.get_device_name(0))
-    print("| engine | num_envs | bare rollout | raw engine | task step | task cost | raw/bare |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    graph_cols = " task step (graph) | graph task cost |" if a.cuda_graph else ""
+    print("| engine | num_envs | bare rollout | raw engine | task step | task cost | raw/bare |"
+          + graph_cols)
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * a.cuda_graph)
     for engine in a.engines:
         for E in a.num_envs:
             env = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
@@ -110,10 +115,20 @@ def main(argv=None):
                 env.engine._state[:] = start
             r_raw = rate(raw, E, dev, a.seconds)
             r_task = rate(task, E, dev, a.seconds)
-            print("| %s | %d | %s | %.0f | %.0f | %.0f%% | %s |" % (
+            graphed = ""
+            if a.cuda_graph:
+                genv = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
+                                       physics_engine=engine, cudaGraph=True)
+                genv.reset()
+                r_graph = rate(lambda: genv.step(acts), E, dev, a.seconds)
+                captured = genv._step_graph is not None  # False: not CUDA, or capture failed
+                graphed = " %.0f%s | %.0f%% |" % (r_graph, "" if captured else " (eager)",
+                                                   100.0 * (1.0 - r_graph / r_raw))
+                genv.close()
+            print("| %s | %d | %s | %.0f | %.0f | %.0f%% | %s |%s" % (
                 env.engine.name, E, "-" if r_bare != r_bare else "%.0f" % r_bare, r_raw, r_task,
                 100.0 * (1.0 - r_task / r_raw),
-                "-" if r_bare != r_bare else "%.0f%%" % (100.0 * r_raw / r_bare)), flush=True)
+                "-" if r_bare != r_bare else "%.0f%%" % (100.0 * r_raw / r_bare), graphed), flush=True)
             env.close()
 
 

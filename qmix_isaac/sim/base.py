@@ -76,6 +76,19 @@ class Engine:
     def close(self) -> None:
         pass
 
+    # -- recording a whole task step in one CUDA graph (MultiAgentVecTask, ``env.cudaGraph``) ----
+    @property
+    def graph_capturable(self) -> bool:
+        """True when every call of this engine can be recorded into a caller's CUDA graph
+        (inside :meth:`capture_scope`): its work is all device kernels, with no host sync."""
+        return False
+
+    def capture_scope(self):
+        """Context manager entered inside a caller's ``torch.cuda.graph`` capture: while it is
+        open, the engine issues its work on torch's current (capturing) stream, so that the
+        caller's graph holds it."""
+        raise RuntimeError("the %s engine cannot be recorded in a CUDA graph" % self.name)
+
     # -- shared ---------------------------------------------------------------------------------
     def index_of_actor(self, name: str) -> int:
         return self.scene.actors.index(name)

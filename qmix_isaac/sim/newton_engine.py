@@ -222,6 +222,7 @@ class NewtonEngine(Engine):
         self._is_cuda = self.device.type == "cuda"
         self._use_graph = bool(use_cuda_graph) and self._is_cuda
         self._graphs: Dict[int, object] = {}
+        self._external_capture = False  # inside a caller's CUDA graph capture (capture_scope)
         if self._is_cuda:
             self._stream = wp.get_stream(self.wp_device)
             self._warm_up()
@@ -380,12 +381,35 @@ class NewtonEngine(Engine):
 
     # -- streams: torch ops run on torch's current stream, Warp's on its own -------------------
     def _warp_waits_for_torch(self) -> None:
-        if self._is_cuda:
+        if self._is_cuda and not self._external_capture:
             self._stream.wait_stream(self._wp.stream_from_torch(torch.cuda.current_stream(self.device)))
 
     def _torch_waits_for_warp(self) -> None:
-        if self._is_cuda:
+        if self._is_cuda and not self._external_capture:
             self._wp.stream_from_torch(torch.cuda.current_stream(self.device)).wait_stream(self._stream)
+
+    @property
+    def graph_capturable(self) -> bool:
+        return self._is_cuda
+
+    @contextlib.contextmanager
+    def capture_scope(self):
+        """Record into the caller's ``torch.cuda.graph``: Warp's kernels go onto torch's
+        capturing stream (so no cross-stream waits), the capture is registered with Warp as
+        external (so Warp allocates graph-safely), and :meth:`simulate` launches its kernels
+        instead of its own graph (a graph launch cannot be recorded into another capture)."""
+        if not self._is_cuda:
+            raise RuntimeError("the newton engine records CUDA graphs on cuda devices only")
+        wp = self._wp
+        own = self._stream
+        stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
+        wp.capture_begin(device=self.wp_device, stream=stream, force_module_load=False, external=True)
+        self._stream, self._external_capture = stream, True
+        try:
+            yield
+        finally:
+            self._stream, self._external_capture = own, False
+            wp.capture_end(device=self.wp_device, stream=stream)
 
     def _stream_scope(self):
         return self._wp.ScopedStream(self._stream) if self._is_cuda else contextlib.nullcontext()
@@ -430,7 +454,7 @@ class NewtonEngine(Engine):
             return
         self._warp_waits_for_torch()
         with wp.ScopedDevice(self.wp_device), wp.ScopedStream(self._stream):
-            if not self._use_graph:
+            if not self._use_graph or self._external_capture:
                 self._step_loop(steps)
             else:
                 graph = self._graphs.get(steps)

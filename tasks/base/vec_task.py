@@ -16,7 +16,12 @@ engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
 - Worlds whose state is non-finite (a physics blow-up) are reset at once, counted in
   ``extras["blowups"]`` and ended as time-outs, so one bad world never poisons the others.
 
-Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists.
+Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists. So on
+CUDA the whole step can be one CUDA graph (``env.cudaGraph: true``, engines whose
+``graph_capturable`` is True, i.e. newton): the first step runs eagerly, the second is recorded
+(torch's kernels and the engine's, on one stream) and every later step replays it, launching
+hundreds of small kernels in one call. Inside the graph, Python-side values (config numbers,
+weights) are frozen at capture: anything a task changes during training must live in a tensor.
 
 As in IsaacGymEnvs, the returned observation, reward and reset tensors are the task's own
 buffers (when ``rl_device`` is ``sim_device``) and the next ``step`` overwrites them in place:
@@ -24,6 +29,7 @@ a learner copies what it keeps past the next step.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -119,6 +125,19 @@ class MultiAgentVecTask:
                                                  for k in self.metric_names}
         self.extras: Dict[str, Any] = {}
         self._all = torch.ones(E, dtype=torch.bool, device=dev)
+        # env.cudaGraph: record the whole step (actions -> torques, physics, resets, observations,
+        # rewards, statistics) in one CUDA graph after one eager step, and replay it (see step)
+        self.cuda_graph = bool(env.get("cudaGraph", False))
+        if self.cuda_graph and self.sim_device.type == "cuda" and not self.engine.graph_capturable:
+            raise TaskConfigError("env.cudaGraph needs an engine that CUDA graphs can record "
+                                  "(newton on cuda), not %s" % self.engine.name)
+        if self.cuda_graph and self.sim_device.type == "cuda" and self.rl_device != self.sim_device:
+            raise TaskConfigError("env.cudaGraph needs rl_device == sim_device (got %s, %s)"
+                                  % (self.rl_device, self.sim_device))
+        use_graph = self.cuda_graph and self.sim_device.type == "cuda"  # ignored on the CPU
+        self._graph_state = "cold" if use_graph else "off"
+        self._step_graph: Optional[Any] = None
+        self._graph_actions: Optional[torch.Tensor] = None
 
     # ---- sizes ----------------------------------------------------------------------------------
     @property
@@ -162,12 +181,43 @@ class MultiAgentVecTask:
 
     def step(self, actions: torch.Tensor):
         actions = actions.to(self.sim_device)
+        if self._step_graph is not None:
+            self._graph_actions.copy_(actions)
+            self._step_graph.replay()
+        elif self._graph_state == "warm":
+            self._capture_step(actions)
+        else:
+            self._physics_step(actions)
+            if self._graph_state == "cold":  # the first step ran every kernel once: capture next
+                self._graph_state = "warm"
+        return self._obs_dict(), self.rew_buf.to(self.rl_device), \
+            self.reset_buf.to(self.rl_device), self.extras
+
+    def _physics_step(self, actions: torch.Tensor) -> None:
         self.pre_physics_step(actions)
         self.engine.simulate(self.control_freq_inv)
         self.post_physics_step()
-        extras = self.extras
-        return self._obs_dict(), self.rew_buf.to(self.rl_device), \
-            self.reset_buf.to(self.rl_device), extras
+
+    def _capture_step(self, actions: torch.Tensor) -> None:
+        """Record ``_physics_step`` (torch ops and the engine's kernels) in one CUDA graph and
+        run it; later steps replay it. Recording executes nothing, so the env advances exactly
+        one step here. Should the capture fail, warn once and go on stepping eagerly."""
+        self._graph_actions = actions.clone()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            graph.register_generator_state(self.rng)  # resets draw from the task's own generator
+            stream = torch.cuda.Stream(device=self.sim_device)
+            stream.wait_stream(torch.cuda.current_stream(self.sim_device))
+            with torch.cuda.graph(graph, stream=stream), self.engine.capture_scope():
+                self._physics_step(self._graph_actions)
+        except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
+            self._graph_state, self._graph_actions = "off", None
+            warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping "
+                          "without a graph" % (type(exc).__name__, exc), RuntimeWarning)
+            self._physics_step(actions)
+            return
+        self._step_graph = graph
+        graph.replay()
 
     def post_physics_step(self) -> None:
         blown = ~self.engine.healthy()                 # read from the engine's own state
