@@ -39,7 +39,7 @@ MAX_FLAT_ACTIONS = 64
 
 class MultiAntPush(MultiAgentVecTask):
     reward_terms = ("box_progress", "success", "approach", "upright", "action_cost", "fall")
-    metric_names = ("final_box_dist",)
+    metric_names = ("final_box_dist", "start_box_dist")
 
     def __init__(self, cfg, rl_device="cpu", sim_device="cpu", graphics_device_id=0,
                  headless=True, virtual_screen_capture=False, force_render=False):
@@ -75,6 +75,11 @@ class MultiAntPush(MultiAgentVecTask):
         self.power_scale = float(task["powerScale"])
         self.fall_up_z = float(task["fallUpZ"])
         self.approach_standoff = float(task.get("approachStandoff", 0.0))
+        cur = task.get("curriculum") or {}
+        self.curriculum_levels = int(cur.get("levels", 0))
+        if self.curriculum_levels < 0:
+            raise TaskConfigError("curriculum.levels must be >= 0 (got %d)" % self.curriculum_levels)
+        self.curriculum_start = tuple(float(v) for v in cur.get("startGoalDistance", self.goal_range))
         super().__init__(cfg, rl_device, sim_device, graphics_device_id, headless,
                          virtual_screen_capture, force_render)
         E, dev = self.num_envs, self.sim_device
@@ -93,6 +98,9 @@ class MultiAntPush(MultiAgentVecTask):
         self.prev_box_dist = torch.zeros(E, device=dev)
         self.prev_ant_dist = torch.zeros(E, device=dev)
         self.joint_levels = torch.zeros(E, self.num_ants * ANT_DOFS, device=dev)
+        # goal-distance curriculum: each world's level, and the level its next episode will have
+        self.goal_level = torch.zeros(E, dtype=torch.long, device=dev)
+        self._next_goal_level = torch.zeros(E, dtype=torch.long, device=dev)
         # flat action k -> per-joint bin indices (little-endian in joints)
         self.flat_to_bins = torch.stack(
             [(torch.arange(self.bins ** joints, device=dev) // self.bins ** j) % self.bins
@@ -122,8 +130,15 @@ class MultiAntPush(MultiAgentVecTask):
     # ---- resets ---------------------------------------------------------------------------------
     def sample_start_states(self) -> Dict[str, torch.Tensor]:
         E, N, nd = self.num_envs, self.num_ants, self.engine.num_dof
+        goal_range = self.goal_range
+        if self.curriculum_levels:  # the level of each world's next episode, if it ends now
+            L = self.curriculum_levels
+            step = torch.where(self.success_buf, 1, -1)
+            self._next_goal_level.copy_((self.goal_level + step).clamp(0, L - 1))
+            goal_range = curriculum_goal_range(self._next_goal_level, L, self.curriculum_start,
+                                               self.goal_range)
         lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.5,
-                                 box_yaw_range=math.pi / 2, goal_range=self.goal_range,
+                                 box_yaw_range=math.pi / 2, goal_range=goal_range,
                                  spawn_range=self.spawn_range, n_extra=nd)
         root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
         root[..., 7:13] = 0.0
@@ -150,6 +165,11 @@ class MultiAntPush(MultiAgentVecTask):
         self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
         self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
         self.joint_levels.mul_((~m).float())
+        start_d = self.metrics["start_box_dist"]
+        start_d.copy_(torch.where(mask, box_d, start_d))
+        if self.curriculum_levels:  # worlds whose episode ended move a level (blow-ups do not)
+            ended = mask & self.reset_buf
+            self.goal_level.copy_(torch.where(ended, self._next_goal_level, self.goal_level))
 
     # ---- observations and rewards ---------------------------------------------------------------
     def _views(self):
@@ -242,6 +262,14 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
                         box_pos - torch.cat([goal_pos, torch.zeros_like(goal_pos[:, :1])], -1),
                         box_linvel, goal_pos], -1)
     return obs, states
+
+
+def curriculum_goal_range(level: torch.Tensor, levels: int, start: Tuple[float, float],
+                          final: Tuple[float, float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-world goal-distance range (lo [E], hi [E]) at curriculum ``level`` [E] of ``levels``:
+    ``start`` at level 0, ``final`` at the top level, linear in between."""
+    f = level.float() / max(levels - 1, 1)
+    return (start[0] + (final[0] - start[0]) * f, start[1] + (final[1] - start[1]) * f)
 
 
 def push_point(box_xy: torch.Tensor, goal_xy: torch.Tensor, standoff: float) -> torch.Tensor:

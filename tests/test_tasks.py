@@ -254,6 +254,34 @@ def test_ant_approach_standoff_targets_the_spot_behind_the_box():
     assert centre_d.item() == pytest.approx((math.sqrt(2.05) + math.sqrt(2.65)) / 2)
 
 
+def test_ant_goal_curriculum_levels_follow_success():
+    """Per-world goal-distance levels: level 0 draws from startGoalDistance; a success moves the
+    world up one level (goal range moved linearly toward goalDistance), any other ending down
+    one, never below 0."""
+    from qmix_isaac.tasks.multi_ant_push import curriculum_goal_range
+    lo, hi = curriculum_goal_range(torch.tensor([0, 1, 2]), 3, (0.5, 0.6), (2.0, 4.0))
+    assert lo.tolist() == pytest.approx([0.5, 1.25, 2.0]) and hi.tolist() == pytest.approx([0.6, 2.3, 4.0])
+    env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0, episodeLength=4, levels=3,
+                          startGoalDistance=[0.5, 0.6], physics_engine="mujoco")
+    env.reset()
+    start = env.metrics["start_box_dist"]
+    assert ((start >= 0.5) & (start <= 0.6)).all(), start
+    acts = zero_actions(env)
+    env.goal_pos[0] = env.engine.root_states[0, env.box_index, :2]   # world 0's box is on its goal
+    _, _, reset, ex = env.step(acts)
+    assert reset.tolist() == [True, False, False] and ex["episode"]["success"][0] == 1.0
+    env.step(acts)                                   # world 0 restarts, one level up
+    assert env.goal_level.tolist() == [1, 0, 0]
+    assert 1.25 <= start[0] <= 2.3 and ((start[1:] >= 0.5) & (start[1:] <= 0.6)).all(), start
+    for _ in range(3):                               # worlds 1, 2 time out at step 4: floor 0
+        env.step(acts)
+    assert env.goal_level.tolist() == [1, 0, 0]
+    for _ in range(2):                               # world 0 times out at its step 4: down
+        env.step(acts)
+    assert env.goal_level.tolist() == [0, 0, 0]
+    env.close()
+
+
 def test_physics_blowup_resets_only_that_world():
     env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
     env.reset()

@@ -6,7 +6,7 @@ samples start states for every world each step and keeps the rows of the worlds 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -29,11 +29,11 @@ def yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
 
 
 def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, device,
-                       box_spread: float, box_yaw_range: float, goal_range: Tuple[float, float],
-                       spawn_range: Tuple[float, float], n_extra: int = 0) -> PushLayout:
+                       box_spread: float, box_yaw_range: float, goal_range: Sequence,
+                       spawn_range: Sequence[float], n_extra: int = 0) -> PushLayout:
     """Box uniform in a ``box_spread`` square around the origin with yaw uniform in
-    [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` in a
-    uniform direction; robots at distances uniform in ``spawn_range`` from the box, spread evenly
+    [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` (two
+    floats, or two [E] tensors: a range per world) in a uniform direction; robots at distances uniform in ``spawn_range`` from the box, spread evenly
     in angle (random phase, jitter of half a sector) so they never start on top of each other."""
     E, N = num_envs, num_robots
     u = torch.rand(E, 6 + 3 * N + n_extra, device=device, generator=rng)
