@@ -97,6 +97,11 @@ def cpu_train_config(mixer: str = "qmix", sets: Optional[List[str]] = None) -> D
         cfg = yaml.safe_load(f)["params"]
     cfg = _merge(cfg, CPU_OVERRIDES)
     cfg["mixer"]["name"] = mixer
+    return apply_sets(cfg, sets)
+
+
+def apply_sets(cfg: Dict[str, Any], sets: Optional[List[str]]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` items (values parsed as YAML) to a train config, in place."""
     for item in sets or []:
         key, _, value = item.partition("=")
         node = cfg
