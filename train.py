@@ -165,6 +165,10 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner
         task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
         train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
+    curriculum = (task_cfg.get("task") or {}).get("curriculum") or {}
+    if cfg.test and curriculum.get("levels") and _given(argv, "task.task.curriculum.levels") is None:
+        curriculum["levels"] = 0  # evaluation at full difficulty: a curriculum is a training aid
+        print("[qmix-isaac] test=True: task curriculum off (goals at full distance)", flush=True)
     # a PPO checkpoint with train=<...>QMIX (or the reverse) is refused (qmix_isaac/rlgames)
     check_checkpoint_learner(ckpt, str(cfg.checkpoint), cfg.train, _given(argv, "train"))
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])

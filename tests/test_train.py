@@ -180,6 +180,17 @@ def test_evaluation(ckpt_path, tmp_path, num_envs):
     assert run_dirs(tmp_path) == []  # evaluation makes no run folder
 
 
+def test_evaluation_turns_the_goal_curriculum_off(tmp_path):
+    """A run trained with MultiAntPush's goal curriculum is evaluated at full goal distance."""
+    ok(train_py(["task=MultiAntPush", "num_envs=2", "max_iterations=1", "task.env.episodeLength=8",
+                 "task.task.curriculum.levels=4", "train.params.runner.log_interval=10",
+                 "train_dir=%s" % tmp_path]))
+    ckpt = os.path.join(only_run_dir(tmp_path), "nn", "last.pth")
+    assert load_checkpoint(ckpt)["task_cfg"]["task"]["curriculum"]["levels"] == 4
+    out = ok(train_py(["test=True", "checkpoint=%s" % ckpt, "num_envs=2", "eval_episodes=2"]))
+    assert "task curriculum off" in out and "eval MultiAntPush: " in out, out
+
+
 # --------------------------------------------------------------------------------------------
 # videos and wandb
 # --------------------------------------------------------------------------------------------
