@@ -33,8 +33,9 @@ def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, 
                        spawn_range: Sequence[float], n_extra: int = 0) -> PushLayout:
     """Box uniform in a ``box_spread`` square around the origin with yaw uniform in
     [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` (two
-    floats, or two [E] tensors: a range per world) in a uniform direction; robots at distances uniform in ``spawn_range`` from the box, spread evenly
-    in angle (random phase, jitter of half a sector) so they never start on top of each other."""
+    floats, or two [E] tensors: a range per world) in a uniform direction; robots at distances
+    uniform in ``spawn_range`` from the box, spread evenly in angle (random phase, jitter of half
+    a sector) so they never start on top of each other."""
     E, N = num_envs, num_robots
     u = torch.rand(E, 6 + 3 * N + n_extra, device=device, generator=rng)
     box_xy = (u[:, 0:2] - 0.5) * box_spread
