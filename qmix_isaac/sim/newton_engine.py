@@ -412,14 +412,18 @@ class NewtonEngine(Engine):
             wp.capture_end(device=self.wp_device, stream=stream)
 
     def _stream_scope(self):
-        return self._wp.ScopedStream(self._stream) if self._is_cuda else contextlib.nullcontext()
+        # no sync on entry (the default): ordering with torch is explicit (_warp_waits_for_torch),
+        # and inside a caller's capture a wait on the previous, uncaptured stream would cross the
+        # capture boundary
+        return (self._wp.ScopedStream(self._stream, sync_enter=False) if self._is_cuda
+                else contextlib.nullcontext())
 
     def _warm_up(self) -> None:
         """Load every kernel of a step (graph capture cannot compile), leaving the state as it is."""
         wp = self._wp
         self._reset_mask.fill_(True)
         self._warp_waits_for_torch()
-        with wp.ScopedDevice(self.wp_device), wp.ScopedStream(self._stream):
+        with wp.ScopedDevice(self.wp_device), self._stream_scope():
             self.solver.step(self.state_0, self.state_1, self.control, None, self.dt)  # into state_1 only
             self.solver.reset(self.state_0, world_mask=self._reset_mask_wp, flags=0)  # clears warm-start
         wp.synchronize_device(self.wp_device)
@@ -453,7 +457,7 @@ class NewtonEngine(Engine):
                 self._step_loop(steps)
             return
         self._warp_waits_for_torch()
-        with wp.ScopedDevice(self.wp_device), wp.ScopedStream(self._stream):
+        with wp.ScopedDevice(self.wp_device), self._stream_scope():
             if not self._use_graph or self._external_capture:
                 self._step_loop(steps)
             else:
