@@ -86,7 +86,7 @@ class Engine:
     def capture_scope(self):
         """Context manager entered inside a caller's ``torch.cuda.graph`` capture: while it is
         open, the engine issues its work on torch's current (capturing) stream, so that the
-        caller's graph holds it."""
+        caller's graph holds it. The caller captures in torch's ``thread_local`` error mode."""
         raise RuntimeError("the %s engine cannot be recorded in a CUDA graph" % self.name)
 
     # -- shared ---------------------------------------------------------------------------------

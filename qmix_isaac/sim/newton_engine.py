@@ -403,7 +403,8 @@ class NewtonEngine(Engine):
         wp = self._wp
         own = self._stream
         stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
-        wp.capture_begin(device=self.wp_device, stream=stream, force_module_load=False, external=True)
+        wp.capture_begin(device=self.wp_device, stream=stream, force_module_load=False, external=True,
+                         capture_mode=wp.CaptureMode.THREAD_LOCAL)  # as the caller captures
         self._stream, self._external_capture = stream, True
         try:
             yield

@@ -208,7 +208,9 @@ class MultiAgentVecTask:
             graph.register_generator_state(self.rng)  # resets draw from the task's own generator
             stream = torch.cuda.Stream(device=self.sim_device)
             stream.wait_stream(torch.cuda.current_stream(self.sim_device))
-            with torch.cuda.graph(graph, stream=stream), self.engine.capture_scope():
+            # thread_local: the capture mode engines are told of (Warp's default for external ones)
+            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"), \
+                    self.engine.capture_scope():
                 self._physics_step(self._graph_actions)
         except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
             self._graph_state, self._graph_actions = "off", None
