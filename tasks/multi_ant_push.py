@@ -22,7 +22,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z, yaw_from_quat
+from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, yaw_from_quat
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
 from .base import MultiAgentVecTask, TaskConfigError, teammate_index
@@ -227,32 +227,36 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
     heading (cos, sin) (2).
     """
     E, N, _ = torso_pos.shape
+    # gravity, linear and angular velocity into the body frame in one rotation
     gravity = torch.zeros_like(torso_pos)
     gravity[..., 2] = -1.0
-    g_body = quat_rotate_inverse(torso_quat, gravity)
-    v_body = quat_rotate_inverse(torso_quat, torso_linvel)
-    w_body = quat_rotate_inverse(torso_quat, torso_angvel)
+    g_body, v_body, w_body = quat_rotate_inverse(
+        torso_quat.unsqueeze(-2), torch.stack([gravity, torso_linvel, torso_angvel], -2)).unbind(-2)
     yaw = yaw_from_quat(torso_quat)                                   # [E, N]
+    cos_yaw, sin_yaw = yaw.cos(), yaw.sin()
     q_scaled = (2.0 * dof_pos - (dof_upper + dof_lower)) / (dof_upper - dof_lower)
 
-    def heading(v):  # world planar vectors [E, N, 2] -> heading frame
-        return rotate_z(v, -yaw)
-
-    rel_box = heading(box_pos[:, None, 0:2] - torso_pos[..., 0:2])
-    box_v = heading(box_linvel[:, None, 0:2].expand(E, N, 2))
-    rel_goal = heading(goal_pos[:, None, :] - torso_pos[..., 0:2])
-    goal_box = heading((goal_pos - box_pos[:, 0:2])[:, None, :].expand(E, N, 2))
-    parts = [torso_pos[..., 2:3], g_body, v_body, w_body, q_scaled, 0.1 * dof_vel, rel_box, box_v,
-             rel_goal, goal_box, torch.stack([yaw.cos(), yaw.sin()], -1),
-             time_left.view(E, 1, 1).expand(E, N, 1), box_pos[:, None, 2:3].expand(E, N, 1),
-             box_linvel[:, None, 0:2].norm(dim=-1, keepdim=True).expand(E, N, 1)]
+    # every planar vector an ant sees, into its heading frame in one rotation by -yaw:
+    # box - torso, box velocity, goal - torso, goal - box, then each teammate - torso
+    planar = [box_pos[:, None, 0:2] - torso_pos[..., 0:2], box_linvel[:, None, 0:2].expand(E, N, 2),
+              goal_pos[:, None, :] - torso_pos[..., 0:2],
+              (goal_pos - box_pos[:, 0:2])[:, None, :].expand(E, N, 2)]
+    vec = torch.stack(planar, -2)                                         # [E, N, 4, 2]
     if N > 1:
         others = teammate_index(N, torso_pos.device)
         mate = torso_pos[:, others, 0:2] - torso_pos[:, :, None, 0:2]     # [E, N, N-1, 2]
-        mate = rotate_z(mate, -yaw.unsqueeze(-1))
+        vec = torch.cat([vec, mate], -2)
+    c, s = cos_yaw.unsqueeze(-1), sin_yaw.unsqueeze(-1)
+    x, y = vec[..., 0], vec[..., 1]
+    vec = torch.stack([c * x + s * y, c * y - s * x], -1)                 # rotate_z(v, -yaw)
+    parts = [torso_pos[..., 2:3], g_body, v_body, w_body, q_scaled, 0.1 * dof_vel,
+             vec[..., 0:4, :].reshape(E, N, 8), torch.stack([cos_yaw, sin_yaw], -1),
+             time_left.view(E, 1, 1).expand(E, N, 1), box_pos[:, None, 2:3].expand(E, N, 1),
+             box_linvel[:, None, 0:2].norm(dim=-1, keepdim=True).expand(E, N, 1)]
+    if N > 1:
         dyaw = yaw[:, others] - yaw.unsqueeze(-1)
-        parts.append(torch.cat([mate, dyaw.cos().unsqueeze(-1), dyaw.sin().unsqueeze(-1)], -1)
-                     .reshape(E, N, 4 * (N - 1)))
+        parts.append(torch.cat([vec[..., 4:, :], dyaw.cos().unsqueeze(-1), dyaw.sin().unsqueeze(-1)],
+                               -1).reshape(E, N, 4 * (N - 1)))
     obs = torch.cat(parts, -1)
     # global state: per ant world pos (3), quat (4), lin vel (3), ang vel (3), joints (16);
     # box pos relative to goal (3), box velocity (3), goal relative to the arena origin (2)
