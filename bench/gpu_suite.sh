@@ -6,7 +6,7 @@
 #   bash bench/gpu_suite.sh sim        # sim_throughput, newton, 1024..16384, eager vs env.cudaGraph
 #   bash bench/gpu_suite.sh train      # train_throughput sweep (train/sim at 4096: goal < 0.5), both modes
 #   bash bench/gpu_suite.sh ball       # MultiBallPush QMIX learning curve, 4096 envs, sync_debug
-#   bash bench/gpu_suite.sh ant        # MultiAntPush QMIX, 4096 envs, goal curriculum, sync_debug
+#   bash bench/gpu_suite.sh ant        # MultiAntPush QMIX learning curve, 4096 envs, sync_debug
 #
 # Needs python3 with CUDA torch, mujoco, newton[sim], hydra-core and pytest importable (the lent
 # machines have torch only: carry wheels, see BENCHMARKS.md "GPU sessions"). Logs go to $OUT (the
@@ -47,7 +47,7 @@ ball)
     ;;
 ant)
     run ant_train 570 "$py" train.py task=MultiAntPush max_iterations=700 sync_debug=True \
-        task.task.curriculum.levels=10 experiment=gpu_ant train_dir="$out/runs"
+        experiment=gpu_ant train_dir="$out/runs"
     ;;
 *)
     echo "unknown stage $stage" >&2
