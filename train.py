@@ -52,8 +52,18 @@ def _given(argv: List[str], key: str) -> Optional[str]:
     return None
 
 
-def compose_config(argv: List[str], checkpoint_task: Optional[str] = None):
-    """Hydra's compose over ``cfg/`` with the command-line overrides; errors become UsageError."""
+def _checkpoint_train_name(ckpt) -> Optional[str]:
+    """The cfg/train file an rl-games checkpoint was trained with (its ``params.config.name``),
+    so that ``train.*`` overrides of a PPO checkpoint compose against that file, not QMIX's."""
+    params = ((ckpt or {}).get("train_cfg") or {}).get("params") or {}
+    name = (params.get("config") or {}).get("name")
+    return name if name and os.path.isfile(os.path.join(CFG_DIR, "train", name + ".yaml")) else None
+
+
+def compose_config(argv: List[str], checkpoint_task: Optional[str] = None,
+                   checkpoint_train: Optional[str] = None):
+    """Hydra's compose over ``cfg/`` with the command-line overrides; errors become UsageError.
+    Without ``task=`` / ``train=`` a checkpoint's own task / rl-games train config is composed."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -70,6 +80,8 @@ def compose_config(argv: List[str], checkpoint_task: Optional[str] = None):
     if task is not None and task not in available_tasks():
         raise UsageError("unknown task %r; available: %s" % (task, ", ".join(available_tasks())))
     train = _given(argv, "train")
+    if train is None and checkpoint_train is not None:
+        overrides.append("train=" + checkpoint_train)
     if train is not None and not os.path.isfile(os.path.join(CFG_DIR, "train", train + ".yaml")):
         raise UsageError("unknown train config %r (no cfg/train/%s.yaml)" % (train, train))
     for a in argv:
@@ -442,7 +454,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         ckpt_path = _given(argv, "checkpoint")
         ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-        cfg = compose_config(argv, checkpoint_task=ckpt["task"] if ckpt else None)
+        cfg = compose_config(argv, checkpoint_task=ckpt["task"] if ckpt else None,
+                             checkpoint_train=_checkpoint_train_name(ckpt))
         if ckpt is not None and cfg.task.name != ckpt["task"]:
             raise CheckpointError("checkpoint %s is for task %s, not %s"
                                   % (ckpt_path, ckpt["task"], cfg.task.name))

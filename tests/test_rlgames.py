@@ -259,6 +259,25 @@ def test_ppo_resume_and_evaluate(ppo_run, tmp_path):
     assert m, out
     assert int(m.group(1)) >= 3 and 0.0 <= float(m.group(2)) <= 1.0 and math.isfinite(float(m.group(3)))
     assert not os.path.exists(str(tmp_path / "eval"))
+    # rl-games' player.deterministic=False: the evaluation samples from the policy
+    out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=3", "eval_episodes=3",
+                       "train.params.config.player.deterministic=False"]))
+    assert EVAL.search(out), out
+
+
+def test_gumbel_max_samples_the_policy_over_available_actions():
+    """player.deterministic=False: argmax of Gumbel-perturbed logits draws from softmax(logits),
+    renormalised over the available actions (hand-computed frequencies, 40k draws)."""
+    from qmix_isaac.rlgames.runner import gumbel_perturbed
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    logits = probs.log().expand(40000, 3)
+    g = torch.Generator().manual_seed(0)
+    freq = torch.bincount(gumbel_perturbed(logits, g).argmax(-1), minlength=3).float() / 40000
+    assert torch.allclose(freq, probs, atol=0.01), freq
+    avail = torch.tensor([False, True, True])
+    masked = gumbel_perturbed(logits, g).masked_fill(~avail, -math.inf).argmax(-1)
+    freq = torch.bincount(masked, minlength=3).float() / 40000
+    assert torch.allclose(freq, torch.tensor([0.0, 0.75, 0.25]), atol=0.01), freq
 
 
 def test_mappo_trains_and_evaluates(tmp_path):

@@ -2,7 +2,7 @@
 
     python train.py task=MultiBallPush train=MultiBallPushPPO     # independent PPO, one shared policy
     python train.py task=MultiBallPush train=MultiBallPushMAPPO   # + a central value on the global state
-    python train.py test=True checkpoint=runs/<run>/nn/best.pth   # the same greedy evaluation as QMIX
+    python train.py test=True checkpoint=runs/<run>/nn/best.pth   # the same evaluation as QMIX
 
 ``train.py`` hands a run to this package when its train config names an rl-games algorithm
 (``params.algo.name: a2c_discrete``); the run folder, checkpoints, logger, curves and evaluation
@@ -13,7 +13,9 @@ are the QMIX ones. Pieces:
 - :mod:`.observer`: an rl-games ``AlgoObserver`` that sums the task's ``extras["episode"]`` on the
   device and sends it, with rl-games' own losses, to our :class:`~qmix_isaac.record.logger.RunLogger`.
 - :mod:`.runner`: builds the policy from a train config, runs ``rl_games.torch_runner.Runner``,
-  writes our checkpoints, and plays the greedy policy for evaluation, videos and the viewer.
+  writes our checkpoints, and plays the policy for evaluation, videos and the viewer: its most
+  likely actions, or samples from it where the train config's ``player.deterministic`` is False
+  (MultiAntPush: the ants' learned gait needs the sampling noise).
 
 This module itself imports nothing from rl-games, so the QMIX path runs without it installed.
 """

@@ -136,15 +136,22 @@ class GreedyPolicy:
     (``agent(obs, prev_actions, start, hidden) -> (scores, hidden)``, scores float[E, A,
     n_branches, max_bins]) so that ``qmix_isaac.runner.evaluate`` / ``GreedyTeam``, the viewer and
     the video recorder play it as they play a QMIX team. Its scores are the policy's logits; the
-    argmax over available actions is rl-games' deterministic action."""
+    argmax over available actions is rl-games' deterministic action.
+
+    ``deterministic=False`` (rl-games' ``player.deterministic``) adds Gumbel noise to the logits:
+    the argmax over available actions is then a draw from the policy's categorical, renormalised
+    over those actions (the Gumbel-max trick), from the policy's own generator (``seed``)."""
 
     def __init__(self, model: torch.nn.Module, num_agents: int, branches: Optional[Sequence[int]],
-                 obs_agent_id: bool, device) -> None:
+                 obs_agent_id: bool, device, deterministic: bool = True, seed: int = 0) -> None:
         self.model = model
         self.num_agents = int(num_agents)
         self.branches = tuple(branches) if branches else None
         self.obs_agent_id = obs_agent_id
         self.agent_ids = torch.arange(self.num_agents, device=device)
+        self.deterministic = bool(deterministic)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed))
 
     def init_hidden(self, batch: int):
         return None  # feed-forward
@@ -169,7 +176,16 @@ class GreedyPolicy:
             low = torch.finfo(logits[0].dtype).min
             scores = torch.stack([torch.nn.functional.pad(l, (0, width - l.shape[-1]), value=low)
                                   for l in logits], -2).view(E, A, len(self.branches), width)
+        if not self.deterministic:
+            scores = gumbel_perturbed(scores, self.generator)
         return scores, None
+
+
+def gumbel_perturbed(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``logits`` plus independent Gumbel(0, 1) noise: the argmax over any subset of the last
+    dimension is a draw from softmax(logits) restricted to that subset (the Gumbel-max trick)."""
+    u = torch.rand(logits.shape, device=logits.device, generator=generator).clamp_min(1e-20)
+    return logits - torch.log(-torch.log(u))
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,8 +261,10 @@ class RLGamesRunner:
             self.model = build_model(self.params, self.vec_env).to(env.rl_device)
         except (KeyError, TypeError, ValueError) as exc:
             raise TrainConfigError("params.network: %s: %s" % (type(exc).__name__, exc))
+        player = self.params["config"].get("player") or {}
         self.agent = GreedyPolicy(self.model, env.num_agents, self.vec_env.branches,
-                                  self.vec_env.obs_agent_id, env.rl_device)
+                                  self.vec_env.obs_agent_id, env.rl_device,
+                                  deterministic=bool(player.get("deterministic", True)))
         self._resume: Optional[Dict[str, Any]] = None
         self.env_steps = 0
 
