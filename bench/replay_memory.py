@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import qmix_isaac  # noqa: E402
 from qmix_isaac.config import CFG_DIR  # noqa: E402

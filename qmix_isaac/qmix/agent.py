@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .spaces import ActionSpec, one_hot
+from .spaces import ActionSpec
 
 __all__ = ["AgentLinear", "AgentGRUCell", "RNNAgent"]
 
