@@ -50,6 +50,24 @@ def rate(fn, num_envs, device, seconds, repeats=3):
     return statistics.median(out)
 
 
+def random_inputs(env, device):
+    """Random discrete actions for every agent and random joint torques within the limits."""
+    E = env.num_envs
+    acts = torch.randint(0, env.action_shape[-1], (E, env.num_agents) + env.action_shape[:-1],
+                         device=device)
+    torques = (torch.rand(E, env.engine.num_dof, device=device) - 0.5) * env.engine.dof_effort_limit
+    return acts, torques
+
+
+def engine_step(env, torques):
+    """One env-step of the raw engine: set torques, simulate, refresh the views."""
+    def raw():
+        env.engine.set_dof_torques(torques)
+        env.engine.simulate(env.control_freq_inv)
+        env.engine.refresh()
+    return raw
+
+
 def bare_rollout(env, start_state, ctrl_row, seconds):
     """mujoco.rollout stepping the task's MJCF from the same states with the same controls as
     the engine, with nothing around it."""
@@ -95,14 +113,8 @@ def main(argv=None):
             env = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
                                   physics_engine=engine)
             env.reset()
-            shape = (E, env.num_agents) + env.action_shape[:-1]
-            acts = torch.randint(0, env.action_shape[-1], shape, device=dev)
-            torques = (torch.rand(E, env.engine.num_dof, device=dev) - 0.5) * env.engine.dof_effort_limit
-
-            def raw():
-                env.engine.set_dof_torques(torques)
-                env.engine.simulate(env.control_freq_inv)
-                env.engine.refresh()
+            acts, torques = random_inputs(env, dev)
+            raw = engine_step(env, torques)
 
             def task():
                 env.step(acts)

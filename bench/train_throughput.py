@@ -34,7 +34,7 @@ import qmix_isaac  # noqa: E402
 from qmix_isaac.runner import build_runner  # noqa: E402
 
 from learn_ball_push import apply_sets  # noqa: E402
-from sim_throughput import _sync, rate  # noqa: E402
+from sim_throughput import _sync, engine_step, random_inputs, rate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,16 +51,8 @@ def measure(task, num_envs, device, engine, cfg, iterations, seconds, cuda_graph
     env = qmix_isaac.make(task, num_envs=E, sim_device=device, rl_device=device, seed=0,
                           physics_engine=engine, cudaGraph=cuda_graph)
     env.reset()
-    acts = torch.randint(0, env.action_shape[-1], (E, env.num_agents) + env.action_shape[:-1],
-                         device=device)
-    torques = (torch.rand(E, env.engine.num_dof, device=device) - 0.5) * env.engine.dof_effort_limit
-
-    def raw():
-        env.engine.set_dof_torques(torques)
-        env.engine.simulate(env.control_freq_inv)
-        env.engine.refresh()
-
-    r_raw = rate(raw, E, device, seconds)
+    acts, torques = random_inputs(env, device)
+    r_raw = rate(engine_step(env, torques), E, device, seconds)
     r_task = rate(lambda: env.step(acts), E, device, seconds)
 
     runner = build_runner(cfg, env)
