@@ -22,7 +22,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, yaw_from_quat
+from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z_cs, yaw_from_quat
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
 from .base import MultiAgentVecTask, TaskConfigError, teammate_index
@@ -246,9 +246,7 @@ def compute_ant_push_observations(*, torso_pos, torso_quat, torso_linvel, torso_
         others = teammate_index(N, torso_pos.device)
         mate = torso_pos[:, others, 0:2] - torso_pos[:, :, None, 0:2]     # [E, N, N-1, 2]
         vec = torch.cat([vec, mate], -2)
-    c, s = cos_yaw.unsqueeze(-1), sin_yaw.unsqueeze(-1)
-    x, y = vec[..., 0], vec[..., 1]
-    vec = torch.stack([c * x + s * y, c * y - s * x], -1)                 # rotate_z(v, -yaw)
+    vec = rotate_z_cs(vec, cos_yaw.unsqueeze(-1), -sin_yaw.unsqueeze(-1))  # by -yaw
     parts = [torso_pos[..., 2:3], g_body, v_body, w_body, q_scaled, 0.1 * dof_vel,
              vec[..., 0:4, :].reshape(E, N, 8), torch.stack([cos_yaw, sin_yaw], -1),
              time_left.view(E, 1, 1).expand(E, N, 1), box_pos[:, None, 2:3].expand(E, N, 1),

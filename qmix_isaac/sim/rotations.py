@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["quat_rotate", "quat_rotate_inverse", "wxyz_to_xyzw", "xyzw_to_wxyz", "yaw_from_quat",
-           "rotate_z"]
+           "rotate_z", "rotate_z_cs"]
 
 
 def quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -39,5 +39,9 @@ def yaw_from_quat(q: torch.Tensor) -> torch.Tensor:
 
 def rotate_z(v: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotate planar vectors ``v[..., 2]`` by ``angle[...]`` about z."""
-    c, s = torch.cos(angle), torch.sin(angle)
+    return rotate_z_cs(v, torch.cos(angle), torch.sin(angle))
+
+
+def rotate_z_cs(v: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``rotate_z`` given the angle's cosine ``c`` and sine ``s`` (when they are at hand)."""
     return torch.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], dim=-1)

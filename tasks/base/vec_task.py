@@ -127,14 +127,13 @@ class MultiAgentVecTask:
         self._all = torch.ones(E, dtype=torch.bool, device=dev)
         # env.cudaGraph: record the whole step (actions -> torques, physics, resets, observations,
         # rewards, statistics) in one CUDA graph after one eager step, and replay it (see step)
-        self.cuda_graph = bool(env.get("cudaGraph", False))
-        if self.cuda_graph and self.sim_device.type == "cuda" and not self.engine.graph_capturable:
+        use_graph = bool(env.get("cudaGraph", False)) and self.sim_device.type == "cuda"  # CPU: ignored
+        if use_graph and not self.engine.graph_capturable:
             raise TaskConfigError("env.cudaGraph needs an engine that CUDA graphs can record "
                                   "(newton on cuda), not %s" % self.engine.name)
-        if self.cuda_graph and self.sim_device.type == "cuda" and self.rl_device != self.sim_device:
+        if use_graph and self.rl_device != self.sim_device:
             raise TaskConfigError("env.cudaGraph needs rl_device == sim_device (got %s, %s)"
                                   % (self.rl_device, self.sim_device))
-        use_graph = self.cuda_graph and self.sim_device.type == "cuda"  # ignored on the CPU
         self._graph_state = "cold" if use_graph else "off"
         self._step_graph: Optional[Any] = None
         self._graph_actions: Optional[torch.Tensor] = None
