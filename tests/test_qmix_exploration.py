@@ -23,7 +23,7 @@ def test_random_actions_are_always_available_and_uniform(spec):
     counts = torch.zeros(n, A, spec.n_branches, spec.max_bins)
     draws = 400
     for _ in range(draws):
-        a = EpsilonGreedy.select(torch.randn(avail.shape, generator=g), avail, epsilon=1.0, generator=g)
+        a = EpsilonGreedy().select(torch.randn(avail.shape, generator=g), avail, epsilon=1.0, generator=g)
         assert a.shape == (n, A, spec.n_branches)
         picked = torch.nn.functional.one_hot(a, spec.max_bins).bool()
         assert not (picked & ~avail).any(), "an unavailable action was drawn"
@@ -41,9 +41,9 @@ def test_greedy_never_picks_an_unavailable_action_even_if_best():
     avail = torch.tensor([[[[False, True, True]]]])
     for eps in (0.0, 0.5, 1.0):
         for _ in range(50):
-            a = EpsilonGreedy.select(q, avail, epsilon=eps)
+            a = EpsilonGreedy().select(q, avail, epsilon=eps)
             assert a.item() in (1, 2)
-    assert EpsilonGreedy.select(q, avail, epsilon=0.0).item() == 2
+    assert EpsilonGreedy().select(q, avail, epsilon=0.0).item() == 2
 
 
 def test_epsilon_mixes_greedy_and_random_at_the_given_rate():
@@ -52,9 +52,56 @@ def test_epsilon_mixes_greedy_and_random_at_the_given_rate():
     q = torch.zeros(n, A, 1, K)
     q[..., 3] = 1.0  # greedy = 3
     avail = torch.ones(n, A, 1, K, dtype=torch.bool)
-    a = EpsilonGreedy.select(q, avail, epsilon=0.4, generator=g)
+    a = EpsilonGreedy().select(q, avail, epsilon=0.4, generator=g)
     non_greedy = (a != 3).float().mean().item()
     assert non_greedy == pytest.approx(0.4 * 3 / 4, abs=0.02)
+
+
+@pytest.mark.parametrize("per_branch", [False, True])
+def test_agents_or_branches_explore_as_configured(per_branch):
+    # 8 branches of 2 bins, greedy = bin 1: a branch leaves greedy when it explores and draws bin 0
+    # (probability eps / 2). Per agent, all 8 branches explore together; per branch, each alone.
+    g = torch.Generator().manual_seed(2)
+    n, A, nb, eps = 20000, 2, 8, 0.4
+    q = torch.zeros(n, A, nb, 2)
+    q[..., 1] = 1.0
+    avail = torch.ones(n, A, nb, 2, dtype=torch.bool)
+    off = EpsilonGreedy(per_branch=per_branch).select(q, avail, epsilon=eps, generator=g) == 0
+    assert off.float().mean().item() == pytest.approx(eps / 2, abs=0.01)  # same rate either way
+    # P(branches 0 and 1 both off): per agent eps * 1/4 = 0.1; per branch (eps / 2)^2 = 0.04
+    both = (off[..., 0] & off[..., 1]).float().mean().item()
+    assert both == pytest.approx((eps / 2) ** 2 if per_branch else eps / 4, abs=0.01)
+
+
+@pytest.mark.parametrize("per_branch", [False, True])
+def test_held_exploration_keeps_its_random_action_for_zeta_durations(per_branch):
+    # Every agent starts exploring at step 0 (epsilon 1), none after (epsilon ~0): the run of
+    # steps that repeat the step-0 random action has P(length >= k) = 1/k up to hold_max = 8.
+    g = torch.Generator().manual_seed(3)
+    n, A, nb, K, steps = 20000, 1, 2, 100, 12
+    q = torch.zeros(n, A, nb, K)
+    q[..., 0] = 1.0  # greedy = bin 0; a random bin is 0 with probability 1/K only
+    avail = torch.ones(n, A, nb, K, dtype=torch.bool)
+    ex = EpsilonGreedy(per_branch=per_branch, hold_max=8)
+    first = ex.select(q, avail, epsilon=1.0, generator=g)
+    held = torch.ones(n, A, nb, dtype=torch.bool)
+    run = torch.ones(n, A, nb)
+    for _ in range(steps - 1):
+        a = ex.select(q, avail, epsilon=1e-12, generator=g)
+        held &= (a == first) & (first != 0)
+        run += held.float()
+    for k in (2, 3, 4, 8):
+        assert (run >= k).float().mean().item() == pytest.approx(1.0 / k, abs=0.012)
+    assert (run > 8).sum().item() == 0
+    if not per_branch:  # an agent's branches start and end their hold together
+        drawn_greedy = (first == 0).any(-1)  # a random bin 0 looks like greedy (p = 1/K): skip
+        assert torch.equal(run[..., 0][~drawn_greedy], run[..., 1][~drawn_greedy])
+    # greedy evaluation ignores held actions; an unavailable held action is never played
+    assert (ex.select(q, avail, epsilon=0.0) == 0).all()
+    ex.select(q, avail, epsilon=1.0, generator=g)
+    only_zero = torch.zeros_like(avail)
+    only_zero[..., 0] = True
+    assert (ex.select(q, only_zero, epsilon=1e-12, generator=g) == 0).all()
 
 
 def test_random_available_actions_single_choice():

@@ -179,6 +179,20 @@ def _crafted_batch(L=8, A=2, O=3, S=4, K=3, B=2, seed=0):
     return batch
 
 
+def test_action_gap_is_best_minus_second_available_over_kept_steps():
+    from qmix_isaac.qmix.learner import action_gap
+    # [B=1, T=2, A=1, nb=2, K=3]
+    q = torch.tensor([[[[[5.0, 1.0, 4.0], [0.0, 2.0, -1.0]]],
+                       [[[9.0, 0.0, 0.0], [3.0, 3.5, 1.0]]]]])
+    avail = torch.ones_like(q, dtype=torch.bool)
+    avail[0, 0, 0, 0, 2] = False      # step 0 branch 0: best 5, second 1 (4 unavailable) -> 4
+    avail[0, 0, 0, 1, 1:] = False     # step 0 branch 1: one bin left -> no gap, skipped
+    keep = torch.tensor([[True, True]])
+    # step 1: 9 - 0 = 9 and 3.5 - 3 = 0.5; mean over (4, 9, 0.5)
+    assert action_gap(q, avail, keep).item() == pytest.approx((4 + 9 + 0.5) / 3)
+    assert action_gap(q, avail, torch.tensor([[True, False]])).item() == pytest.approx(4.0)
+
+
 def test_episode_starts_and_loss_mask():
     b = _crafted_batch()
     starts = episode_starts(b.boundary, b.filled)

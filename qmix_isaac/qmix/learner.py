@@ -28,7 +28,21 @@ from .agent import RNNAgent
 from .replay import SequenceBatch, episode_starts, loss_mask
 from .targets import chosen_utility, lambda_returns, masked_mse, next_utility
 
-__all__ = ["QLearner"]
+__all__ = ["QLearner", "action_gap"]
+
+
+def action_gap(q: torch.Tensor, avail: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean margin of the greedy choice: best minus second-best available bin of each branch's
+    utility, q float[B, T, A, nb, K], avail bool[B, T, A, nb, K], over the steps ``mask`` [B, T]
+    keeps and the branches with two or more available bins. It is what a greedy action rests
+    on: when it is far below ``values/td_abs`` the greedy choices are mostly the net's noise
+    (MultiAntPush at 50 policy steps per second; BENCHMARKS.md)."""
+    if q.shape[-1] < 2:
+        return q.new_zeros(())
+    top = q.masked_fill(~avail, float("-inf")).topk(2, dim=-1).values
+    gap = top[..., 0] - top[..., 1]
+    keep = torch.isfinite(gap) & mask[:, :, None, None]
+    return torch.where(keep, gap, torch.zeros_like(gap)).sum() / keep.sum().clamp(min=1)
 
 
 class QLearner:
@@ -143,6 +157,7 @@ class QLearner:
                 "values/target": (targets * m).sum() / n,
                 "values/td_abs": ((q_tot - targets).abs() * m).sum() / n,
                 "values/train_fraction": mask.float().mean(),
+                "values/action_gap": action_gap(q[:, :-1].detach(), batch.avail[:, :-1], mask),
             }
             if hasattr(self.mixer, "slopes"):  # QMIX: mean dQ_tot/dQ_a over trained steps
                 slope = self.mixer.slopes(chosen.detach(), state[:, :-1]).mean(-1)  # [B, L-1]
