@@ -10,8 +10,9 @@ agents may prefer: a few joints off the greedy gait at a time instead of the who
 With ``hold_max > 1`` exploration is temporally extended (epsilon-z-greedy, Dabney, Ostrovski
 and Barreto, "Temporally-Extended epsilon-Greedy Exploration", ICLR 2021): an agent (or branch)
 that starts exploring keeps its random action for d steps, P(d >= k) = 1/k up to ``hold_max``
-(their zeta law with mu = 2, capped), before it draws again. At 50 policy steps per second a
-one-step random torque barely moves a joint; a held one does. The held actions are the only state.
+(their zeta law with mu = 2, capped), before it draws again. The held actions are the only state.
+On MultiAntPush (QMIX, CPU, 2M env steps) neither option beat the default; a slower policy rate
+did (BENCHMARKS.md, session 5).
 """
 from __future__ import annotations
 
