@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from .agent import RNNAgent
 from .replay import SequenceBatch, episode_starts, loss_mask
-from .targets import chosen_utility, lambda_returns, masked_mse, next_utility
+from .targets import chosen_utility, lambda_returns, mask_unavailable, masked_mse, next_utility
 
 __all__ = ["QLearner", "action_gap"]
 
@@ -39,9 +39,9 @@ def action_gap(q: torch.Tensor, avail: torch.Tensor, mask: torch.Tensor) -> torc
     (MultiAntPush at 50 policy steps per second; BENCHMARKS.md)."""
     if q.shape[-1] < 2:
         return q.new_zeros(())
-    top = q.masked_fill(~avail, float("-inf")).topk(2, dim=-1).values
+    top = mask_unavailable(q, avail).topk(2, dim=-1).values
     gap = top[..., 0] - top[..., 1]
-    keep = torch.isfinite(gap) & mask[:, :, None, None]
+    keep = (avail.sum(-1) >= 2) & mask[:, :, None, None]
     return torch.where(keep, gap, torch.zeros_like(gap)).sum() / keep.sum().clamp(min=1)
 
 
