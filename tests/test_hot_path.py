@@ -5,47 +5,17 @@ Between simulation and gradient step nothing may read a tensor back into Python 
 grow with the number of worlds in Python. On a GPU each such read is a host sync; the CUDA test
 (tests/test_qmix_cuda.py) catches them with ``torch.cuda.set_sync_debug_mode("error")``, but only
 where a GPU is. Here a ``TorchFunctionMode`` sees every torch call made from Python, on any
-device, so the same mistakes fail on the CPU: a read-back is named with its file and line, and a
-per-world Python loop shows as a torch call count that changes with ``num_envs``.
+device, so the same mistakes fail on the CPU (qmix_isaac/debug.py): a read-back is named with its
+file and line, and a per-world Python loop shows as a torch call count that changes with
+``num_envs``.
 """
-import collections
-import traceback
-
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 import qmix_isaac
+from qmix_isaac.debug import TorchCalls
 from qmix_isaac.runner import build_runner
 from qmix_isaac.tasks.toy import GridRendezvous
-
-# Tensor methods that hand a value (or a host copy) to Python.
-READ_BACK = {"item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__",
-             "__len__", "__iter__"}
-
-
-class TorchCalls(TorchFunctionMode):
-    """Counts torch calls and records read-backs as (method, innermost repo frame).
-
-    torch.optim's own read of Adam's step count is left out: torch keeps that counter on the host
-    unless the optimizer is capturable (the CUDA-graph update makes it so), so it is not a device
-    sync on a GPU either."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-        self.reads = collections.Counter()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        name = getattr(func, "__name__", "")
-        if name in READ_BACK:
-            stack = traceback.extract_stack()[:-1]
-            if not any("torch/optim/" in f.filename for f in stack):
-                ours = [f for f in stack if "qmix_isaac" in f.filename or "/tasks/" in f.filename]
-                where = "%s:%d" % (ours[-1].filename, ours[-1].lineno) if ours else "?"
-                self.reads[(name, where)] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def step_calls(task, engine, num_envs, steps=3):
@@ -70,7 +40,8 @@ def step_calls(task, engine, num_envs, steps=3):
 def test_env_step_reads_nothing_back_and_does_not_loop_over_worlds(task, engine):
     small, large = step_calls(task, engine, 2), step_calls(task, engine, 5)
     assert not small.reads and not large.reads, dict(small.reads + large.reads)
-    assert small.calls == large.calls > 0  # no Python work per world
+    assert small.python_calls == large.python_calls > 0  # no Python work per world
+    assert sum(small.kernels.values()) == sum(large.kernels.values()) > 0
 
 
 def test_learn_loop_reads_nothing_back_between_logs(one_thread):
