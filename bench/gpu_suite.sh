@@ -7,14 +7,14 @@
 #   bash bench/gpu_suite.sh train      # train_throughput sweep (train/sim at 4096: goal < 0.5), both modes
 #   bash bench/gpu_suite.sh ball       # MultiBallPush QMIX learning curve, 4096 envs, sync_debug
 #   bash bench/gpu_suite.sh ant        # MultiAntPush QMIX learning curve, 4096 envs, sync_debug
-#   bash bench/gpu_suite.sh ant8       # the same at 12.5 policy steps/s (controlFrequencyInv 8), where
-#                                      # QMIX started walking on the CPU and at 50/s it did not
+#   bash bench/gpu_suite.sh ant2       # the same at the old 50 policy steps/s (controlFrequencyInv 2),
+#                                      # where QMIX only stood on the CPU: does a GPU budget change that?
 #
 # Needs python3 with CUDA torch, mujoco, newton[sim], hydra-core and pytest importable (the lent
 # machines have torch only: carry wheels, see BENCHMARKS.md "GPU sessions"). Logs go to $OUT (the
 # device tool brings them back) or bench/results/gpu; the last lines of each are echoed.
 set -u
-stage=${1:?usage: bash bench/gpu_suite.sh check|sim|train|ball|ant|ant8}
+stage=${1:?usage: bash bench/gpu_suite.sh check|sim|train|ball|ant|ant2}
 out=${OUT:-bench/results/gpu}
 mkdir -p "$out"
 py=${PYTHON:-python3}
@@ -48,12 +48,12 @@ ball)
         experiment=gpu_ball train_dir="$out/runs"
     ;;
 ant)
-    run ant_train 570 "$py" train.py task=MultiAntPush max_iterations=700 sync_debug=True \
+    run ant_train 570 "$py" train.py task=MultiAntPush max_iterations=300 sync_debug=True \
         experiment=gpu_ant train_dir="$out/runs"
     ;;
-ant8)
-    run ant8_train 570 "$py" train.py task=MultiAntPush max_iterations=300 sync_debug=True \
-        task.env.controlFrequencyInv=8 task.env.episodeLength=188 experiment=gpu_ant8 train_dir="$out/runs"
+ant2)
+    run ant2_train 570 "$py" train.py task=MultiAntPush max_iterations=700 sync_debug=True \
+        task.env.controlFrequencyInv=2 task.env.episodeLength=750 experiment=gpu_ant2 train_dir="$out/runs"
     ;;
 *)
     echo "unknown stage $stage" >&2

@@ -36,7 +36,7 @@ def action_gap(q: torch.Tensor, avail: torch.Tensor, mask: torch.Tensor) -> torc
     utility, q float[B, T, A, nb, K], avail bool[B, T, A, nb, K], over the steps ``mask`` [B, T]
     keeps and the branches with two or more available bins. It is what a greedy action rests
     on: when it is far below ``values/td_abs`` the greedy choices are mostly the net's noise
-    (MultiAntPush at 50 policy steps per second; BENCHMARKS.md)."""
+    (MultiAntPush at 50 decisions per second; BENCHMARKS.md, session 5)."""
     if q.shape[-1] < 2:
         return q.new_zeros(())
     top = mask_unavailable(q, avail).topk(2, dim=-1).values
