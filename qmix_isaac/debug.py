@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import os
 import traceback
-from typing import Optional, Tuple
+from typing import List, Optional
 
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -36,14 +36,15 @@ _ROOT = os.path.dirname(_PACKAGE)
 _OURS = (_PACKAGE + os.sep, os.path.join(_ROOT, "tasks") + os.sep)
 
 
-def _site() -> Tuple[Optional[traceback.FrameSummary], bool]:
-    """Innermost frame in this package (or tasks/), and whether torch.optim is on the stack."""
-    stack = traceback.extract_stack()
-    in_optim = any(os.sep + os.path.join("torch", "optim") + os.sep in f.filename for f in stack)
+_OPTIM = os.sep + os.path.join("torch", "optim") + os.sep
+
+
+def _site(stack: List[traceback.FrameSummary]) -> Optional[traceback.FrameSummary]:
+    """Innermost frame of ``stack`` in this package (or tasks/)."""
     for frame in reversed(stack):
         if frame.filename.startswith(_OURS) and frame.filename != __file__:
-            return frame, in_optim
-    return None, in_optim
+            return frame
+    return None
 
 
 def _name(frame: Optional[traceback.FrameSummary]) -> str:
@@ -58,7 +59,7 @@ class _Kernels(TorchDispatchMode):
         self.owner = owner
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        frame, _ = _site()
+        frame = _site(traceback.extract_stack())
         bucket = self.owner.views if func.is_view else self.owner.kernels
         bucket[_name(frame)] += 1
         return func(*args, **(kwargs or {}))
@@ -91,8 +92,9 @@ class TorchCalls(TorchFunctionMode):
         self.python_calls += 1
         name = getattr(func, "__name__", "")
         if name in READ_BACK:
-            frame, in_optim = _site()
-            if not in_optim:
+            stack = traceback.extract_stack()
+            if not any(_OPTIM in f.filename for f in stack):
+                frame = _site(stack)
                 where = "?" if frame is None else "%s:%d" % (os.path.relpath(frame.filename, _ROOT),
                                                              frame.lineno)
                 self.reads[(name, where)] += 1
