@@ -25,7 +25,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CPU_NUM_ENVS = 256  # default number of worlds when simulating on the CPU
@@ -132,6 +132,44 @@ def _positive(cfg, key: str, least: int = 1) -> None:
         raise UsageError("%s must be an integer >= %d (got %s)" % (key, least, value))
 
 
+def _given_key(argv: List[str], key: str) -> bool:
+    """Whether the command line sets ``key`` (also as ``+key=`` / ``++key=``)."""
+    return any(a.split("=", 1)[0].lstrip("+~") == key for a in argv if "=" in a)
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from _leaves(v, prefix + k + ".")
+        else:
+            yield prefix + k, v
+
+
+def apply_cpu_block(train_cfg: Dict[str, Any], task_cfg: Dict[str, Any], argv: List[str],
+                    cpu: Mapping[str, Any]) -> List[str]:
+    """A train config's ``cpu:`` block, for a fresh run that simulates on the CPU: each leaf
+    replaces the train key at the same path (``num_envs`` the task's world count) unless the
+    command line gives that key. The train configs are sized for thousands of GPU worlds; this is
+    what their authors measured on a CPU. Returns ``key value`` notes of what changed."""
+    notes = []
+    for path, value in _leaves(cpu):
+        if path == "num_envs":
+            if not _given_key(argv, "num_envs"):
+                task_cfg["env"]["numEnvs"] = value
+                notes.append("num_envs %s" % value)
+            continue
+        node, keys = train_cfg, path.split(".")
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise UsageError("train config: cpu.%s names no key train.%s" % (path, path))
+        if not _given_key(argv, "train." + path) and not (path == "max_iterations"
+                                                          and _given_key(argv, path)):
+            node[keys[-1]] = value
+            notes.append("train.%s %s" % (path, value))
+    return notes
+
+
 def _with_overrides(base: Dict[str, Any], section: str, argv: List[str], cfg) -> Dict[str, Any]:
     """A checkpoint's task or train config with the command line's ``<section>.*`` overrides
     (as Hydra parsed them into ``cfg``) put on top: a resumed or replayed run keeps the trained
@@ -177,6 +215,12 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner
         task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
         train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
+    cpu_block = train_cfg.pop("cpu", None)  # never stored: a checkpoint holds what ran
+    if cpu_block and ckpt is None and sim_device == "cpu":
+        notes = apply_cpu_block(train_cfg, task_cfg, argv, cpu_block)
+        if notes and (dinfo is None or dinfo.is_main):
+            print("[qmix-isaac] on the CPU (the train config's cpu: block; give a key to choose): "
+                  + ", ".join(notes), flush=True)
     curriculum = (task_cfg.get("task") or {}).get("curriculum") or {}
     if cfg.test and curriculum.get("levels") and _given(argv, "task.task.curriculum.levels") is None:
         curriculum["levels"] = 0  # evaluation at full difficulty: a curriculum is a training aid

@@ -85,7 +85,8 @@ class QMIXRunner:
         batch_size: sequences per gradient step.
         replay_ratio: gradient steps per env step (one env.step of E envs is E env steps).
             Each stored transition is replayed about replay_ratio * batch_size * seq_len times.
-        learning_starts: env steps collected before the first gradient step.
+        learning_starts: env steps held in the replay before the first gradient step (a resumed
+            run, whose replay starts empty, refills it first; capped at the replay's capacity).
         log_interval: env steps between two calls of ``log_fn``.
     """
 
@@ -198,7 +199,8 @@ class QMIXRunner:
 
     def grad_steps_due(self, new_env_steps: int) -> int:
         """Gradient steps owed for ``new_env_steps`` at ``replay_ratio`` (fractions carry over)."""
-        if self.env_steps < self.learning_starts:
+        stored = self.replay.num_stored * self.replay.seq_len  # host ints: no sync
+        if stored < min(self.learning_starts, self.replay.capacity * self.replay.seq_len):
             return 0
         self._grad_credit += self.replay_ratio * new_env_steps
         n = int(self._grad_credit)

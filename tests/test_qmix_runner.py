@@ -62,11 +62,28 @@ def test_replay_ratio_and_learning_starts_set_the_number_of_gradient_steps():
     cfg["replay"]["seq_len"] = 4
     runner = build_runner(cfg, env)
     runner.learn(1000, log_fn=lambda steps, stats: None)
-    # env steps after each collect: 8 * (4 + 1) first, then 8 * 4 more each time
+    # env steps after each collect: 8 * (4 + 1) first, then 8 * 4 more each time; the replay
+    # holds 8 sequences of 4 new steps per collect (the first collect's extra step is burn-in)
     after_collect = list(range(40, runner.env_steps + 1, 32))
     assert after_collect[-1] == runner.env_steps >= 1000
-    credited = [s for s in after_collect if s >= 100]  # collects that count towards updates
+    credited = [s for s in after_collect if s - 8 >= 100]  # collects that count towards updates
     assert runner.learner.grad_steps == int(0.25 * 32) * len(credited)
+
+
+def test_learning_starts_waits_for_a_resumed_runs_empty_replay_to_refill():
+    env = MatrixGame(num_envs=8)
+    cfg = _grid_config(runner={"replay_ratio": 0.25, "learning_starts": 100, "batch_size": 4})
+    cfg["replay"]["seq_len"] = 4
+    first = build_runner(cfg, env)
+    first.learn(400, log_fn=lambda steps, stats: None)
+    done = first.learner.grad_steps
+    assert done > 0
+    resumed = build_runner(cfg, MatrixGame(num_envs=8))
+    resumed.load_state_dict(first.state_dict())
+    for n_collects, expect in ((3, 0), (1, 8)):  # 8 seqs x 4 steps per collect: 96 < 100, then 128
+        for _ in range(n_collects):
+            resumed.train(resumed.grad_steps_due(resumed.collect()))
+        assert resumed.learner.grad_steps == done + expect
 
 
 def test_hard_target_update_every_n_gradient_steps():

@@ -251,7 +251,34 @@ BAD = {
     "resume-past-max-iterations": (["checkpoint={ckpt}", "max_iterations=3"], "max_iterations"),
     "cuda-without-cuda": (["task=MultiBallPush", "sim_device=cuda:0"], "CUDA"),
     "test-without-checkpoint": (["task=MultiBallPush", "test=True"], "checkpoint"),
+    "cpu-block-unknown-key": (["task=MultiBallPush", "+train.cpu.params.agent.hidden_dimm=3"],
+                              "cpu.params.agent.hidden_dimm names no key"),
 }
+
+
+def test_cpu_block_sizes_a_fresh_cpu_run_and_yields_to_the_command_line(tmp_path):
+    """MultiAntPushQMIX.yaml's ``cpu:`` block: 64 worlds and its learner sizes on the CPU, except
+    the keys the command line gives; the block is not stored, and a resume keeps what ran."""
+    with open(os.path.join(ROOT, "cfg", "train", "MultiAntPushQMIX.yaml")) as f:
+        block = yaml.safe_load(f)["cpu"]
+    out = ok(train_py(["task=MultiAntPush", "max_iterations=1", "train.params.runner.batch_size=16",
+                       "train_dir=%s" % tmp_path], timeout=240))
+    assert "on the CPU (the train config's cpu: block" in out and "%d envs" % block["num_envs"] in out
+    run = only_run_dir(tmp_path)
+    with open(os.path.join(run, "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    params = cfg["train"]["params"]
+    assert cfg["task"]["env"]["numEnvs"] == block["num_envs"] != 4096
+    assert params["agent"]["hidden_dim"] == block["params"]["agent"]["hidden_dim"] != 256
+    assert params["runner"]["replay_ratio"] == block["params"]["runner"]["replay_ratio"]
+    assert params["runner"]["batch_size"] == 16 != block["params"]["runner"]["batch_size"]
+    assert cfg["train"]["max_iterations"] == 2000 and "cpu" not in cfg["train"]  # max_iterations given
+    ckpt = load_checkpoint(os.path.join(run, "nn", "last.pth"))
+    first_collect = block["num_envs"] * (params["replay"]["seq_len"] + 1)
+    assert "cpu" not in ckpt["train_cfg"] and ckpt["runner"]["env_steps"] == first_collect
+    out = ok(train_py(["checkpoint=%s" % os.path.join(run, "nn", "last.pth"), "max_iterations=2",
+                       "train_dir=%s" % tmp_path], timeout=240))
+    assert "cpu: block" not in out and "%d envs" % block["num_envs"] in out
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
