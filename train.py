@@ -46,9 +46,11 @@ def fail(msg: str, code: int = 2) -> None:
 # configuration
 # --------------------------------------------------------------------------------------------
 def _given(argv: List[str], key: str) -> Optional[str]:
+    """The command line's value of ``key`` (also given as ``+key=`` / ``++key=``), else None."""
     for a in argv:
-        if a.startswith(key + "="):
-            return a.split("=", 1)[1]
+        name, eq, value = a.partition("=")
+        if eq and name.lstrip("+~") == key:
+            return value
     return None
 
 
@@ -132,11 +134,6 @@ def _positive(cfg, key: str, least: int = 1) -> None:
         raise UsageError("%s must be an integer >= %d (got %s)" % (key, least, value))
 
 
-def _given_key(argv: List[str], key: str) -> bool:
-    """Whether the command line sets ``key`` (also as ``+key=`` / ``++key=``)."""
-    return any(a.split("=", 1)[0].lstrip("+~") == key for a in argv if "=" in a)
-
-
 def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
     for k, v in tree.items():
         if isinstance(v, Mapping):
@@ -154,7 +151,7 @@ def apply_cpu_block(train_cfg: Dict[str, Any], task_cfg: Dict[str, Any], argv: L
     notes = []
     for path, value in _leaves(cpu):
         if path == "num_envs":
-            if not _given_key(argv, "num_envs"):
+            if _given(argv, "num_envs") is None:
                 task_cfg["env"]["numEnvs"] = value
                 notes.append("num_envs %s" % value)
             continue
@@ -163,8 +160,9 @@ def apply_cpu_block(train_cfg: Dict[str, Any], task_cfg: Dict[str, Any], argv: L
             node = node.get(k) if isinstance(node, dict) else None
         if not isinstance(node, dict) or keys[-1] not in node:
             raise UsageError("train config: cpu.%s names no key train.%s" % (path, path))
-        if not _given_key(argv, "train." + path) and not (path == "max_iterations"
-                                                          and _given_key(argv, path)):
+        given = _given(argv, "train." + path) is not None or \
+            (path == "max_iterations" and _given(argv, path) is not None)
+        if not given:
             node[keys[-1]] = value
             notes.append("train.%s %s" % (path, value))
     return notes
