@@ -56,11 +56,15 @@ def test_qmix_learns_grid_rendezvous():
     assert float(final["rollout/episode_return"]) == pytest.approx(float(final["episode/return"]), abs=1e-4)
 
 
-def test_replay_ratio_and_learning_starts_set_the_number_of_gradient_steps():
-    env = MatrixGame(num_envs=8)
+def _ratio_runner():
+    """8 matrix games, sequences of 4 steps, a gradient step per 4 env steps after 100."""
     cfg = _grid_config(runner={"replay_ratio": 0.25, "learning_starts": 100, "batch_size": 4})
     cfg["replay"]["seq_len"] = 4
-    runner = build_runner(cfg, env)
+    return build_runner(cfg, MatrixGame(num_envs=8))
+
+
+def test_replay_ratio_and_learning_starts_set_the_number_of_gradient_steps():
+    runner = _ratio_runner()
     runner.learn(1000, log_fn=lambda steps, stats: None)
     # env steps after each collect: 8 * (4 + 1) first, then 8 * 4 more each time; the replay
     # holds 8 sequences of 4 new steps per collect (the first collect's extra step is burn-in)
@@ -71,14 +75,11 @@ def test_replay_ratio_and_learning_starts_set_the_number_of_gradient_steps():
 
 
 def test_learning_starts_waits_for_a_resumed_runs_empty_replay_to_refill():
-    env = MatrixGame(num_envs=8)
-    cfg = _grid_config(runner={"replay_ratio": 0.25, "learning_starts": 100, "batch_size": 4})
-    cfg["replay"]["seq_len"] = 4
-    first = build_runner(cfg, env)
+    first = _ratio_runner()
     first.learn(400, log_fn=lambda steps, stats: None)
     done = first.learner.grad_steps
     assert done > 0
-    resumed = build_runner(cfg, MatrixGame(num_envs=8))
+    resumed = _ratio_runner()
     resumed.load_state_dict(first.state_dict())
     for n_collects, expect in ((3, 0), (1, 8)):  # 8 seqs x 4 steps per collect: 96 < 100, then 128
         for _ in range(n_collects):
