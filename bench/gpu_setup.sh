@@ -4,7 +4,11 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #       mujoco==3.17.0 mujoco-warp==3.17.0 newton==1.8.0 warp-lang==1.19.0 hydra-core omegaconf glfw pyopengl \
 #       pytest pluggy iniconfig
-# plus antlr4-python3-runtime 4.9.3's sdist; warp's 100 MB warp.so is xz-compressed and split):
+# plus antlr4-python3-runtime 4.9.3's sdist; warp's 100 MB warp.so is xz-compressed and split in
+# two, so that each half plus the working tree stays under 64 MiB: 60.6 MB + 60.6 MB, with
+#   xz <warp/bin/warp.so >w.xz; head -c 33950000 w.xz >.whl/a/warp.so.xz.part1
+#   tail -c +33950001 w.xz >.whl/b/warp.so.xz.part2; tar -cJf .whl/b/warp_py.tar.xz <warp without warp.so>
+# ), check with `du -cb .whl/a/* | tail -1` before a GPU session:
 #   call 1, carry .whl/a:  cp .whl/a/* /tmp/            (mujoco wheel, first part of warp.so.xz)
 #   call 2, carry .whl/b:  . bench/gpu_setup.sh && bash bench/gpu_suite.sh check
 # A machine stays warm 30 s after a call: make call 2 right after call 1, or /tmp is gone.
@@ -15,7 +19,7 @@ if [ ! -f /tmp/site/warp/bin/warp.so ]; then
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site .whl/b/antlr4-python3-runtime-4.9.3.tar.gz
   tar -xJf .whl/b/warp_py.tar.xz -C /tmp/site
   mkdir -p /tmp/site/warp/bin
-  cat /tmp/warp.so.xz.partaa .whl/b/warp.so.xz.partab .whl/b/warp.so.xz.partac | xz -d > /tmp/site/warp/bin/warp.so
+  cat /tmp/warp.so.xz.part1 .whl/b/warp.so.xz.part2 | xz -d > /tmp/site/warp/bin/warp.so
 fi
 export PYTHONPATH=/tmp/site:$PWD WARP_CACHE_PATH=/tmp/warpcache
 set +e

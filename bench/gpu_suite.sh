@@ -11,7 +11,7 @@
 #                                      # where QMIX only stood on the CPU: does a GPU budget change that?
 #
 # Needs python3 with CUDA torch, mujoco, newton[sim], hydra-core and pytest importable (the lent
-# machines have torch only: carry wheels, see BENCHMARKS.md "GPU sessions"). Logs go to $OUT (the
+# machines have torch only: carry wheels, see bench/gpu_setup.sh). Logs go to $OUT (the
 # device tool brings them back) or bench/results/gpu; the last lines of each are echoed.
 set -u
 stage=${1:?usage: bash bench/gpu_suite.sh check|sim|train|ball|ant|ant2}
