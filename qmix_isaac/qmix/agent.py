@@ -154,9 +154,12 @@ class RNNAgent(nn.Module):
         x = F.relu(self.fc1(self.build_inputs(obs, prev_action, start)))  # [B, L, A, H]
         h = self.init_hidden(B)
         zeros = torch.zeros_like(h)
+        # unbind, not x[:, t]: indexing's backward writes each step's gradient into a zero tensor
+        # of x's full size (L of them per sequence, half of a CPU gradient step's time)
+        xs, starts = x.unbind(1), start[:, :, None, None].unbind(1)
         hs = []
         for t in range(L):  # Python loop over time steps (a config constant), never over envs
             with torch.set_grad_enabled(torch.is_grad_enabled() and t >= burn_in):
-                h = self.rnn(x[:, t], torch.where(start[:, t, None, None], zeros, h))
+                h = self.rnn(xs[t], torch.where(starts[t], zeros, h))
             hs.append(h)
         return self._head(torch.stack(hs, dim=1))
