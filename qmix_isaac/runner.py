@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -42,14 +42,28 @@ class _DeviceMeans:
         self.sums: Dict[str, Any] = {}
         self.counts: Dict[str, Any] = {}
 
-    def add(self, key: str, total, count) -> None:
+    def add(self, key: Union[str, Tuple[str, ...]], total, count) -> None:
+        """Add ``total`` (a [K] tensor when ``key`` is a tuple of K names) over ``count`` items."""
         self.sums[key] = self.sums.get(key, 0) + total
         self.counts[key] = self.counts.get(key, 0) + count
+
+    def add_masked(self, values: Mapping[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Sum each named [E] tensor over the worlds in ``mask``, all in one: a handful of
+        kernels per call however many names (the acting loop calls this every step)."""
+        if values:
+            stacked = torch.stack([v.to(torch.float32) for v in values.values()], -1)  # [E, K]
+            self.add(tuple(values), torch.where(mask.unsqueeze(-1), stacked, 0.0).sum(0), mask.sum())
 
     def pop(self, reduce: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> Dict[str, Any]:
         """Means since the last pop. ``reduce`` sums sums and counts over processes first
         (torchrun: ``distributed.sum_over_ranks``), so means weigh every rank's episodes."""
-        sums, counts = self.sums, self.counts
+        sums, counts = {}, {}
+        for key, total in self.sums.items():
+            if isinstance(key, tuple):  # a group from add_masked: one [K] sum for K names
+                sums.update(zip(key, total.unbind(0)))
+                counts.update(dict.fromkeys(key, self.counts[key]))
+            else:
+                sums[key], counts[key] = total, self.counts[key]
         if reduce is not None:
             keys = sorted(sums)
             both = reduce({**{"s/" + k: torch.as_tensor(sums[k], device=self.device) for k in keys},
@@ -168,18 +182,14 @@ class QMIXRunner:
         live = (~self._boundary).to(reward.dtype)  # the boundary step's reward belongs to no episode
         self._ep_return += reward * live
         self._ep_length += live
-        n_done = done.sum()
-        self._stats.add("rollout/episode_return", torch.where(done, self._ep_return, 0.0).sum(), n_done)
-        self._stats.add("rollout/episode_length", torch.where(done, self._ep_length, 0.0).sum(), n_done)
+        self._stats.add_masked({"rollout/episode_return": self._ep_return,
+                                "rollout/episode_length": self._ep_length}, done)
         self._ep_return = torch.where(done, 0.0, self._ep_return)
         self._ep_length = torch.where(done, 0.0, self._ep_length)
         episode = extras.get("episode")
         if episode is not None:  # the env's own per-episode statistics (Python dict keys: no sync)
-            mask = episode["mask"].to(torch.bool)
-            n_mask = mask.sum()
-            for key, value in episode.items():
-                if key != "mask":
-                    self._stats.add("episode/" + key, torch.where(mask, value.to(torch.float32), 0.0).sum(), n_mask)
+            self._stats.add_masked({"episode/" + k: v for k, v in episode.items() if k != "mask"},
+                                   episode["mask"].to(torch.bool))
 
     def collect(self) -> int:
         """Step all envs until one sequence per env is complete and stored. Returns env steps taken."""
@@ -309,12 +319,11 @@ def evaluate(agent: RNNAgent, env, n_episodes: int, *, skip_first: bool = False)
         ep_return += reward * live
         ep_length += live
         counted = done & (finished >= skip) & (finished < skip + per_env)
-        means.add("return", torch.where(counted, ep_return, 0.0).sum(), counted.sum())
-        means.add("length", torch.where(counted, ep_length, 0.0).sum(), counted.sum())
-        for key, value in extras.get("episode", {}).items():
-            if key not in ("mask", "return", "length"):  # return and length: counted above
-                m = counted & extras["episode"]["mask"].to(torch.bool)
-                means.add(key, torch.where(m, value.to(torch.float32), 0.0).sum(), m.sum())
+        means.add_masked({"return": ep_return, "length": ep_length}, counted)
+        episode = extras.get("episode", {})
+        if episode:  # return and length: counted above
+            means.add_masked({k: v for k, v in episode.items() if k not in ("mask", "return", "length")},
+                             counted & episode["mask"].to(torch.bool))
         n_counted += counted.sum()
         finished += done.long()
         ep_return = torch.where(done, 0.0, ep_return)

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 import torch
 
-from qmix_isaac.runner import build_runner
+from qmix_isaac.runner import _DeviceMeans, build_runner
 
 from qmix_isaac.tasks.toy import GridRendezvous, MatrixGame
 
@@ -31,6 +31,24 @@ def _grid_config(**overrides):
     for section, values in overrides.items():
         cfg[section] = dict(cfg.get(section, {}), **values)
     return cfg
+
+
+def test_masked_means_of_named_tensors_over_steps():
+    """add_masked: per-name sums over the masked worlds, pooled over calls; NaN where no world
+    was ever masked; single keys beside groups."""
+    means = _DeviceMeans()
+    means.add_masked({"a": torch.tensor([1.0, 2.0, 4.0]), "b": torch.tensor([10.0, 20.0, 40.0])},
+                     torch.tensor([True, False, True]))
+    means.add_masked({"a": torch.tensor([8.0, 16.0, 32.0]), "b": torch.tensor([0.0, 0.0, 1.0])},
+                     torch.tensor([False, True, False]))
+    means.add_masked({"c": torch.tensor([5.0, 6.0, 7.0])}, torch.zeros(3, dtype=torch.bool))
+    means.add("loss", torch.tensor(3.0), 2)
+    out = {k: float(v) for k, v in means.pop().items()}
+    assert out["a"] == pytest.approx((1 + 4 + 16) / 3)
+    assert out["b"] == pytest.approx((10 + 40 + 0) / 3)
+    assert math.isnan(out["c"])
+    assert out["loss"] == pytest.approx(1.5)
+    assert means.pop() == {}
 
 
 def test_qmix_learns_grid_rendezvous():
