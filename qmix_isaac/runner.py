@@ -39,8 +39,8 @@ class _DeviceMeans:
 
     def __init__(self, device=None) -> None:
         self.device = device
-        self.sums: Dict[str, Any] = {}
-        self.counts: Dict[str, Any] = {}
+        self.sums: Dict[Union[str, Tuple[str, ...]], Any] = {}  # a tuple key: names of a [K] sum
+        self.counts: Dict[Union[str, Tuple[str, ...]], Any] = {}
 
     def add(self, key: Union[str, Tuple[str, ...]], total, count) -> None:
         """Add ``total`` (a [K] tensor when ``key`` is a tuple of K names) over ``count`` items."""

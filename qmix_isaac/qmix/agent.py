@@ -155,7 +155,7 @@ class RNNAgent(nn.Module):
         h = self.init_hidden(B)
         zeros = torch.zeros_like(h)
         # unbind, not x[:, t]: indexing's backward writes each step's gradient into a zero tensor
-        # of x's full size (L of them per sequence, half of a CPU gradient step's time)
+        # of x's full size and adds them up (2 L full-size fills and adds per backward)
         xs, starts = x.unbind(1), start[:, :, None, None].unbind(1)
         hs = []
         for t in range(L):  # Python loop over time steps (a config constant), never over envs
