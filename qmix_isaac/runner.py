@@ -32,6 +32,7 @@ from .qmix.targets import greedy_actions
 __all__ = ["GreedyTeam", "QMIXRunner", "build_runner", "evaluate", "print_stats"]
 
 LogFn = Callable[[int, Dict[str, Any]], None]
+_StatKey = Union[str, Tuple[str, ...]]  # a name, or the names of a [K] sum (add_masked)
 
 
 class _DeviceMeans:
@@ -39,10 +40,10 @@ class _DeviceMeans:
 
     def __init__(self, device=None) -> None:
         self.device = device
-        self.sums: Dict[Union[str, Tuple[str, ...]], Any] = {}  # a tuple key: names of a [K] sum
-        self.counts: Dict[Union[str, Tuple[str, ...]], Any] = {}
+        self.sums: Dict[_StatKey, Any] = {}
+        self.counts: Dict[_StatKey, Any] = {}
 
-    def add(self, key: Union[str, Tuple[str, ...]], total, count) -> None:
+    def add(self, key: _StatKey, total, count) -> None:
         """Add ``total`` (a [K] tensor when ``key`` is a tuple of K names) over ``count`` items."""
         self.sums[key] = self.sums.get(key, 0) + total
         self.counts[key] = self.counts.get(key, 0) + count
