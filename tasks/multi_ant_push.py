@@ -35,6 +35,10 @@ ANT_DOFS = 8
 ANT_OBS = 39  # per ant, before teammates: see compute_ant_push_observations
 LEG_JOINTS = 2
 MAX_FLAT_ACTIONS = 64
+# Horizontal reach of an ant at its start pose (ankles at their 30-degree limit, +-0.1 rad noise):
+# torso centre to the far side of a foot capsule, measured on assets/mjcf/ant.xml with mj_forward.
+# Two ants' centres start at least twice this apart (tests/test_tasks.py checks for contacts).
+ANT_REACH = 1.14
 
 
 class MultiAntPush(MultiAgentVecTask):
@@ -139,7 +143,8 @@ class MultiAntPush(MultiAgentVecTask):
                                                self.goal_range)
         lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.5,
                                  box_yaw_range=math.pi / 2, goal_range=goal_range,
-                                 spawn_range=self.spawn_range, n_extra=nd)
+                                 spawn_range=self.spawn_range, min_separation=2 * ANT_REACH,
+                                 n_extra=nd)
         root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
         root[..., 7:13] = 0.0
         root[:, self.box_index, 0:2] = lay.box_xy

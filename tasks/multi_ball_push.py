@@ -94,7 +94,8 @@ class MultiBallPush(MultiAgentVecTask):
         E, N = self.num_envs, self.num_balls
         lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.4,
                                  box_yaw_range=math.pi / 2, goal_range=self.goal_range,
-                                 spawn_range=self.spawn_range)
+                                 spawn_range=self.spawn_range,
+                                 min_separation=2 * self.ball_radius + 0.05)
         root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
         root[:, self.box_index, 0:2] = lay.box_xy
         root[:, self.box_index, 2] = self.box_half[2]

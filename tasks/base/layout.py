@@ -30,12 +30,15 @@ def yaw_quat(yaw: torch.Tensor) -> torch.Tensor:
 
 def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, device,
                        box_spread: float, box_yaw_range: float, goal_range: Sequence,
-                       spawn_range: Sequence[float], n_extra: int = 0) -> PushLayout:
+                       spawn_range: Sequence[float], min_separation: float = 0.0,
+                       n_extra: int = 0) -> PushLayout:
     """Box uniform in a ``box_spread`` square around the origin with yaw uniform in
     [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` (two
     floats, or two [E] tensors: a range per world) in a uniform direction; robots at distances
     uniform in ``spawn_range`` from the box, spread evenly in angle (random phase, jitter of half
-    a sector) so they never start on top of each other."""
+    a sector). Neighbours are at least half a sector apart in angle; where that arc at the ring's
+    inner radius is shorter than ``min_separation`` (robot centres, metres: twice a robot's reach)
+    the whole range moves out until it is not, so robots never start inside each other."""
     E, N = num_envs, num_robots
     u = torch.rand(E, 6 + 3 * N + n_extra, device=device, generator=rng)
     box_xy = (u[:, 0:2] - 0.5) * box_spread
@@ -45,7 +48,11 @@ def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, 
     sector = 2 * math.pi / N
     ang = u[:, 5:6] * 2 * math.pi + sector * torch.arange(N, device=device).view(1, N) \
         + (u[:, 6:6 + N] - 0.5) * (sector / 2)
-    radius = spawn_range[0] + (spawn_range[1] - spawn_range[0]) * u[:, 6 + N:6 + 2 * N]
+    lo, hi = spawn_range[0], spawn_range[1]
+    if N > 1:  # chord of half a sector at radius r: 2 r sin(sector / 4)
+        shift = max(0.0, min_separation / (2 * math.sin(sector / 4)) - lo)
+        lo, hi = lo + shift, hi + shift
+    radius = lo + (hi - lo) * u[:, 6 + N:6 + 2 * N]
     robot_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([ang.cos(), ang.sin()], -1)
     robot_yaw = u[:, 6 + 2 * N:6 + 3 * N] * 2 * math.pi
     return PushLayout(box_xy, box_yaw, goal, robot_xy, robot_yaw, u[:, 6 + 3 * N:])
