@@ -137,7 +137,8 @@ class MultiAntPush(MultiAgentVecTask):
         goal_range = self.goal_range
         if self.curriculum_levels:  # the level of each world's next episode, if it ends now
             L = self.curriculum_levels
-            step = torch.where(self.success_buf, 1, -1)
+            # up a level on success, down on any other ending, none after a blow-up
+            step = torch.where(self.success_buf, 1, -1) * (~self.blown_buf).long()
             self._next_goal_level.copy_((self.goal_level + step).clamp(0, L - 1))
             goal_range = curriculum_goal_range(self._next_goal_level, L, self.curriculum_start,
                                                self.goal_range)
@@ -173,7 +174,7 @@ class MultiAntPush(MultiAgentVecTask):
         start_d = self.metrics["start_box_dist"]
         start_d.copy_(torch.where(mask, box_d, start_d))
         if self.curriculum_levels:  # worlds whose episode ended move a level (blow-ups do not)
-            ended = mask & self.reset_buf
+            ended = mask & self.reset_buf & ~self.blown_buf
             self.goal_level.copy_(torch.where(ended, self._next_goal_level, self.goal_level))
 
     # ---- observations and rewards ---------------------------------------------------------------
@@ -275,7 +276,7 @@ def curriculum_goal_range(level: torch.Tensor, levels: int, start: Tuple[float, 
                           final: Tuple[float, float]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-world goal-distance range (lo [E], hi [E]) at curriculum ``level`` [E] of ``levels``:
     ``start`` at level 0, ``final`` at the top level, linear in between."""
-    f = level.float() / max(levels - 1, 1)
+    f = level.float() / (levels - 1) if levels > 1 else torch.ones_like(level, dtype=torch.float)
     return (start[0] + (final[0] - start[0]) * f, start[1] + (final[1] - start[1]) * f)
 
 

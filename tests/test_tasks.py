@@ -283,6 +283,8 @@ def test_ant_goal_curriculum_levels_follow_success():
     from qmix_isaac.tasks.multi_ant_push import curriculum_goal_range
     lo, hi = curriculum_goal_range(torch.tensor([0, 1, 2]), 3, (0.5, 0.6), (2.0, 4.0))
     assert lo.tolist() == pytest.approx([0.5, 1.25, 2.0]) and hi.tolist() == pytest.approx([0.6, 2.3, 4.0])
+    lo, hi = curriculum_goal_range(torch.tensor([0]), 1, (0.5, 0.6), (2.0, 4.0))  # one level: the top
+    assert lo.tolist() == [2.0] and hi.tolist() == [4.0]
     env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0, episodeLength=4, levels=3,
                           startGoalDistance=[0.5, 0.6], physics_engine="mujoco")
     env.reset()
@@ -304,23 +306,40 @@ def test_ant_goal_curriculum_levels_follow_success():
     env.close()
 
 
-def test_physics_blowup_resets_only_that_world():
-    env = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
+def test_physics_blowup_ends_that_episode_and_touches_no_other_world():
+    """A world whose state turns non-finite ends its episode on that step as a time-out, with
+    the statistics it had and a finite observation; the next step is its one crossing step, and
+    its curriculum level does not move. The other worlds stay bit-identical to a run without it."""
+    kw = dict(num_envs=3, seed=0, levels=3, physics_engine="mujoco")
+    env, ref = qmix_isaac.make("MultiAntPush", **kw), qmix_isaac.make("MultiAntPush", **kw)
     env.reset()
-    acts = zero_actions(env)
-    env.step(acts)
-    env.engine.qvel[1, 0] = float("nan")
-    before = env.engine.state64[[0, 2]].clone()
-    ref = qmix_isaac.make("MultiAntPush", num_envs=3, seed=0)
     ref.reset()
-    ref.step(acts)
-    assert torch.equal(ref.engine.state64[[0, 2]], before)
+    acts = zero_actions(env)
+    for _ in range(5):
+        env.step(acts)
+        ref.step(acts)
+    env.goal_level[1] = ref.goal_level[1] = 1
+    ret, length = env.ep_return[1].item(), env.ep_length[1].item()
+    assert length == 5.0 and ret != 0.0
+    env.engine.qvel[1, 0] = float("nan")
     obs, rew, reset, ex = env.step(acts)
     robs, rrew, _, _ = ref.step(acts)
-    assert ex["blowups"].item() == 1
+    assert ex["blowups"].item() == 1 and ex["blown"].tolist() == [False, True, False]
     assert reset.tolist() == [False, True, False] and ex["time_outs"][1].item()
-    assert torch.isfinite(obs["obs"]).all() and torch.isfinite(rew).all()
+    assert torch.isfinite(obs["obs"]).all() and torch.isfinite(obs["states"]).all()
+    assert rew[1].item() == 0.0, "the blown step earns nothing"
+    ep = ex["episode"]
+    assert ep["mask"].tolist() == [False, True, False]
+    assert ep["length"][1].item() == length and ep["return"][1].item() == pytest.approx(ret)
+    assert ep["success"][1].item() == 0.0
     assert torch.equal(obs["obs"][[0, 2]], robs["obs"][[0, 2]]), "other worlds must not be touched"
+    assert torch.equal(rew[[0, 2]], rrew[[0, 2]])
+    obs, rew, reset, ex = env.step(acts)                 # the crossing step: a fresh episode
+    assert not reset[1] and not ex["episode"]["mask"][1] and rew[1].item() == 0.0
+    assert env.progress_buf[1].item() == 0 and env.goal_level[1].item() == 1
+    env.step(acts)
+    assert env.progress_buf[1].item() == 1 and env.ep_length[1].item() == 1.0
+    assert env.blowups.item() == 1
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [

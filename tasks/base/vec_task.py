@@ -13,8 +13,10 @@ engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
 - ``extras["episode"]`` holds per-env statistics of episodes that ended this step, valid where
   ``extras["episode"]["mask"]``: return, length, success, the task's metrics and every reward
   term's episode sum (``"rew/<term>"``). All tensors, no Python lists.
-- Worlds whose state is non-finite (a physics blow-up) are reset at once, counted in
-  ``extras["blowups"]`` and ended as time-outs, so one bad world never poisons the others.
+- A world whose state turns non-finite (a physics blow-up) gets a start state at once (physics
+  only), so its observation stays finite; its episode ends on that step as a time-out with the
+  statistics it had (no reward for the blown step) and the usual crossing step follows. Counted in
+  ``extras["blowups"]``; ``blown_buf`` marks the step. One bad world never poisons the others.
 
 Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists. So on
 CUDA the whole step can be one CUDA graph (``env.cudaGraph: true``, engines whose
@@ -112,6 +114,7 @@ class MultiAgentVecTask:
         self.terminated_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.success_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.timeout_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self.blown_buf = torch.zeros(E, dtype=torch.bool, device=dev)  # blew up on the last step
         self.progress_buf = torch.zeros(E, dtype=torch.long, device=dev)
         # episode statistics in one buffer [E, 2 + T]: return, length, then each reward term's
         # weighted sum, so that a step updates and snapshots them with a handful of kernels
@@ -175,6 +178,7 @@ class MultiAgentVecTask:
         self._reset_worlds(self._all)
         self.engine.refresh()
         self.reset_buf.zero_()
+        self.blown_buf.zero_()
         self.compute_observations()
         return self._obs_dict()
 
@@ -223,19 +227,21 @@ class MultiAgentVecTask:
     def post_physics_step(self) -> None:
         blown = ~self.engine.healthy()                 # read from the engine's own state
         self.blowups += blown.sum()
-        was_reset = self.reset_buf | blown            # worlds reset now: the crossing step
-        self._reset_worlds(was_reset)
+        was_reset = self.reset_buf                    # worlds reset now: the crossing step
+        self._reset_worlds(was_reset, physics=was_reset | blown)
+        self.blown_buf.copy_(blown)
         self.engine.refresh()
         self.progress_buf += (~was_reset).to(torch.long)
         self.compute_observations()
         terms = self.compute_reward()
-        live = (~was_reset).to(self.rew_buf.dtype)
+        live_b = ~(was_reset | blown)                  # a blown world's step earns nothing
+        live = live_b.to(self.rew_buf.dtype)
         weighted = torch.stack([terms[k] for k in self.reward_terms], -1) * self._weights \
             * live.unsqueeze(-1)                                               # [E, T]
         rew = weighted.sum(-1)
         self.rew_buf.copy_(rew)
-        terminated = self.terminated_buf & ~was_reset
-        self.success_buf &= ~was_reset
+        terminated = self.terminated_buf & live_b
+        self.success_buf &= live_b
         timed_out = (self.progress_buf >= self.max_episode_length) & ~terminated & ~was_reset
         self.timeout_buf.copy_(timed_out | blown)
         self.reset_buf.copy_(terminated | self.timeout_buf)
@@ -243,10 +249,12 @@ class MultiAgentVecTask:
         self.extras = self._extras(blown)
 
     # ---- internals ------------------------------------------------------------------------------
-    def _reset_worlds(self, mask: torch.Tensor) -> None:
+    def _reset_worlds(self, mask: torch.Tensor, physics: Optional[torch.Tensor] = None) -> None:
+        """Start new episodes in the worlds of ``mask``; ``physics`` (a superset, default
+        ``mask``) also gets a start state in the engine, without the task's bookkeeping."""
         start = self.sample_start_states()
-        self.engine.set_state(mask, start.get("root_states"), start.get("dof_pos"),
-                              start.get("dof_vel"))
+        self.engine.set_state(mask if physics is None else physics, start.get("root_states"),
+                              start.get("dof_pos"), start.get("dof_vel"))
         self.on_reset(mask, start)
         self.progress_buf.mul_((~mask).to(torch.long))
         self.ep_stats.mul_((~mask).to(self.ep_stats.dtype).unsqueeze(-1))
