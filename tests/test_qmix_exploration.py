@@ -73,16 +73,17 @@ def test_agents_or_branches_explore_as_configured(per_branch):
     assert both == pytest.approx((eps / 2) ** 2 if per_branch else eps / 4, abs=0.01)
 
 
+@pytest.mark.parametrize("hold_max", [7, 8])   # float32(1/7) > 1/7: a clamp before the floor lost 7
 @pytest.mark.parametrize("per_branch", [False, True])
-def test_held_exploration_keeps_its_random_action_for_zeta_durations(per_branch):
+def test_held_exploration_keeps_its_random_action_for_zeta_durations(per_branch, hold_max):
     # Every agent starts exploring at step 0 (epsilon 1), none after (epsilon ~0): the run of
-    # steps that repeat the step-0 random action has P(length >= k) = 1/k up to hold_max = 8.
+    # steps that repeat the step-0 random action has P(length >= k) = 1/k up to hold_max.
     g = torch.Generator().manual_seed(3)
     n, A, nb, K, steps = 20000, 1, 2, 100, 12
     q = torch.zeros(n, A, nb, K)
     q[..., 0] = 1.0  # greedy = bin 0; a random bin is 0 with probability 1/K only
     avail = torch.ones(n, A, nb, K, dtype=torch.bool)
-    ex = EpsilonGreedy(per_branch=per_branch, hold_max=8)
+    ex = EpsilonGreedy(per_branch=per_branch, hold_max=hold_max)
     first = ex.select(q, avail, epsilon=1.0, generator=g)
     held = torch.ones(n, A, nb, dtype=torch.bool)
     run = torch.ones(n, A, nb)
@@ -90,9 +91,9 @@ def test_held_exploration_keeps_its_random_action_for_zeta_durations(per_branch)
         a = ex.select(q, avail, epsilon=1e-12, generator=g)
         held &= (a == first) & (first != 0)
         run += held.float()
-    for k in (2, 3, 4, 8):
+    for k in (2, 3, 4, hold_max):
         assert (run >= k).float().mean().item() == pytest.approx(1.0 / k, abs=0.012)
-    assert (run > 8).sum().item() == 0
+    assert (run > hold_max).sum().item() == 0
     if not per_branch:  # an agent's branches start and end their hold together
         drawn_greedy = (first == 0).any(-1)  # a random bin 0 looks like greedy (p = 1/K): skip
         assert torch.equal(run[..., 0][~drawn_greedy], run[..., 1][~drawn_greedy])
@@ -102,6 +103,21 @@ def test_held_exploration_keeps_its_random_action_for_zeta_durations(per_branch)
     only_zero = torch.zeros_like(avail)
     only_zero[..., 0] = True
     assert (ex.select(q, only_zero, epsilon=1e-12, generator=g) == 0).all()
+
+
+def test_padding_bins_are_never_chosen_even_if_the_env_offers_them():
+    # branches of 3 and 2 bins, padded to 3: an env that marks every bin available (the padded
+    # one included) must still never get bin 2 of branch 1, greedy or random
+    spec = ActionSpec.factored_bins((3, 2))
+    env_avail = torch.ones(4096, 2, 2, 3, dtype=torch.bool)
+    avail = spec.avail_from_env(env_avail)
+    assert avail[..., 1, 2].sum() == 0 and avail[..., 0, 2].all() and env_avail.all()
+    q = torch.zeros(env_avail.shape)
+    q[..., 1, 2] = 1.0                              # the padding bin looks best
+    g = torch.Generator().manual_seed(0)
+    for eps in (0.0, 1.0):
+        a = EpsilonGreedy().select(q, avail, epsilon=eps, generator=g)
+        assert (a[..., 1] <= 1).all() and (a[..., 0] == 2).any() == (eps == 1.0)
 
 
 def test_random_available_actions_single_choice():

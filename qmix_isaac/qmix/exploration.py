@@ -79,8 +79,10 @@ class EpsilonGreedy:
             self._held = rand.clone()
         holding = self._left > 0
         start = explore & ~holding
-        u = torch.rand(explore.shape, device=rand.device, generator=generator).clamp_min(1.0 / self.hold_max)
-        duration = u.reciprocal().floor().long()  # P(d >= k) = P(u <= 1/k) = 1/k for k <= hold_max
+        u = torch.rand(explore.shape, device=rand.device, generator=generator)
+        # P(d >= k) = P(u <= 1/k) = 1/k for k <= hold_max (clamped after the floor: clamping u to
+        # 1/hold_max first rounds to hold_max - 1 where float32's 1/hold_max is above the real one)
+        duration = u.reciprocal().floor().clamp_max(self.hold_max).long()
         self._held = torch.where(start, rand, self._held)
         self._left = torch.where(start, duration - 1, (self._left - 1).clamp_min(0))
         still_available = avail.gather(-1, self._held.unsqueeze(-1)).squeeze(-1)  # [N, A, nb]

@@ -15,6 +15,7 @@ Inside the learner both are one layout, so one code path serves them:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
@@ -31,6 +32,13 @@ def one_hot(index: torch.Tensor, num_classes: int) -> torch.Tensor:
     """
     classes = torch.arange(num_classes, device=index.device)
     return (index.unsqueeze(-1) == classes).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _bin_mask(branches: Tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """bool[len(branches), max(branches)], made once per layout and device (no host copy per step)."""
+    sizes = torch.tensor(branches, device=device)
+    return torch.arange(max(branches), device=device) < sizes.unsqueeze(-1)
 
 
 @dataclass(frozen=True)
@@ -77,13 +85,17 @@ class ActionSpec:
 
     def bin_mask(self, device=None) -> torch.Tensor:
         """bool[n_branches, max_bins]: True where a bin exists (False on padding)."""
-        sizes = torch.tensor(self.branches, device=device)
-        return torch.arange(self.max_bins, device=device) < sizes.unsqueeze(-1)
+        return _bin_mask(self.branches, torch.device(device or "cpu")).clone()
 
     def avail_from_env(self, avail: torch.Tensor) -> torch.Tensor:
-        """Env avail (flat bool[..., A, K] or factored bool[..., A, nb, max_bins]) -> [..., A, nb, max_bins]."""
+        """Env avail (flat bool[..., A, K] or factored bool[..., A, nb, max_bins]) -> [..., A, nb, max_bins].
+        Padding bins (branches of unequal sizes) are unavailable whatever the env says."""
         avail = avail.to(torch.bool)
-        return avail if self.factored else avail.unsqueeze(-2)
+        if not self.factored:
+            return avail.unsqueeze(-2)
+        if len(set(self.branches)) > 1:
+            avail = avail & _bin_mask(self.branches, avail.device)
+        return avail
 
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         """Learner actions long[..., A, nb] -> what env.step takes: long[..., A] (flat) or [..., A, nb]."""

@@ -109,6 +109,9 @@ class MultiAgentVecTask:
         self.obs_buf = torch.zeros(E, A, self.num_obs, device=dev)
         self.states_buf = torch.zeros(E, self.num_states, device=dev)
         self.avail_buf = torch.ones((E, A) + self.action_shape, dtype=torch.bool, device=dev)
+        if self.action_branches is not None:  # branches padded to the widest: padding never available
+            sizes = torch.tensor(self.action_branches, device=dev)
+            self.avail_buf &= torch.arange(self.action_shape[1], device=dev) < sizes.unsqueeze(-1)
         self.rew_buf = torch.zeros(E, device=dev)
         self.reset_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.terminated_buf = torch.zeros(E, dtype=torch.bool, device=dev)
