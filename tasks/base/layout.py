@@ -36,7 +36,7 @@ def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, 
     [-box_yaw_range/2, box_yaw_range/2]; goal at a distance uniform in ``goal_range`` (two
     floats, or two [E] tensors: a range per world) in a uniform direction; robots at distances
     uniform in ``spawn_range`` from the box, spread evenly in angle (random phase, jitter of half
-    a sector). Neighbours are at least half a sector apart in angle; where that arc at the ring's
+    a sector). Neighbours are at least half a sector apart in angle; where that chord at the ring's
     inner radius is shorter than ``min_separation`` (robot centres, metres: twice a robot's reach)
     the whole range moves out until it is not, so robots never start inside each other."""
     E, N = num_envs, num_robots
