@@ -107,11 +107,14 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def set_seed(seed: int, deterministic: bool) -> int:
+def set_seed(seed: int, deterministic: bool, rank: int = 0) -> int:
+    """Seed python, numpy and torch with ``seed + rank`` (``seed`` -1: drawn at random first, so
+    that torchrun's ranks draw too); returns the seed used."""
     import numpy as np
     import torch
     if seed == -1:
         seed = random.SystemRandom().randint(0, 2 ** 31 - 1)
+    seed += rank
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -134,6 +137,94 @@ def _positive(cfg, key: str, least: int = 1) -> None:
         raise UsageError("%s must be an integer >= %d (got %s)" % (key, least, value))
 
 
+BOOLEANS = ("test", "headless", "capture_video", "torch_deterministic", "multi_gpu",
+            "wandb_activate", "sync_debug", "force_render")
+
+
+def _boolean(cfg, key: str) -> None:
+    if not isinstance(cfg[key], bool):  # Hydra reads true / false, in any case, as booleans
+        raise UsageError("%s must be true or false (got %s)" % (key, cfg[key]))
+
+
+def _kind_error(key: str, value: Any, like: Any) -> Optional[str]:
+    """Why ``value`` cannot stand where a config has ``like`` (a word for a number, a number for
+    a flag), or None."""
+    if isinstance(like, bool):
+        return None if isinstance(value, bool) else "%s must be true or false (got %s)" % (key, value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(like, (int, float)) and not number:
+        return "%s must be a number (got %s)" % (key, value)
+    return None
+
+
+def check_task_values(argv: List[str], cfg) -> None:
+    """The command line's ``task.*`` values against the kinds of the task config's own: a word
+    where a task reads a number would fail deep inside the task, without naming the key."""
+    from omegaconf import OmegaConf
+
+    from qmix_isaac.config import load_task_config
+    keys = [k for k in (a.split("=", 1)[0].lstrip("+") for a in argv) if k.startswith("task.")]
+    defaults = load_task_config(str(cfg.task.name)) if keys else {}
+    for key in keys:
+        like: Any = defaults
+        for part in key.split(".")[1:]:
+            like = like.get(part) if isinstance(like, dict) else None
+        problem = _kind_error(key, OmegaConf.select(cfg, key), like)
+        if problem:
+            raise UsageError(problem)
+
+
+# train.params.<key>: counts that must be integers of at least this much
+QMIX_COUNTS = {"agent.hidden_dim": 1, "replay.capacity": 1, "replay.seq_len": 1,
+               "replay.burn_in": 0, "runner.batch_size": 1, "runner.log_interval": 1,
+               "runner.learning_starts": 0}
+
+
+def check_qmix_values(train_cfg: Mapping[str, Any]) -> None:
+    """A QMIX train config's values, named: counts (``QMIX_COUNTS``), the storage dtype, and every
+    other key against the kind of its constructor's default. ``build_runner`` would fail deep in a
+    constructor (``float('abc')``) or, for ``runner.batch_size=0``, train on empty batches."""
+    import inspect
+
+    import torch
+
+    from qmix_isaac.qmix.agent import RNNAgent
+    from qmix_isaac.qmix.exploration import EpsilonGreedy
+    from qmix_isaac.qmix.learner import QLearner
+    from qmix_isaac.qmix.mixer import mixer_map
+    from qmix_isaac.qmix.replay import SequenceReplay
+    from qmix_isaac.runner import QMIXRunner
+
+    params = train_cfg.get("params", train_cfg)
+    mixer = params.get("mixer") or {}
+    sections = [("agent", RNNAgent), ("learner", QLearner), ("replay", SequenceReplay),
+                ("exploration", EpsilonGreedy), ("runner", QMIXRunner)]
+    if mixer.get("name") in mixer_map:
+        sections.append(("mixer." + mixer["name"], mixer_map[mixer["name"]]))
+    for section, cls in sections:
+        node: Any = params
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping):
+            continue
+        defaults = inspect.signature(cls).parameters
+        for key, value in node.items():
+            path = section + "." + key
+            name = "train.params." + path
+            if path in QMIX_COUNTS:
+                least = QMIX_COUNTS[path]
+                if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                    raise UsageError("%s must be an integer >= %d (got %s)" % (name, least, value))
+            elif path == "replay.obs_dtype":
+                if not isinstance(getattr(torch, str(value), None), torch.dtype):
+                    raise UsageError("%s must be a torch dtype name such as float32 or float16 "
+                                     "(got %s)" % (name, value))
+            elif key in defaults:  # unknown keys: the constructor names them
+                problem = _kind_error(name, value, defaults[key].default)
+                if problem:
+                    raise UsageError(problem)
+
+
 def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
     for k, v in tree.items():
         if isinstance(v, Mapping):
@@ -142,16 +233,21 @@ def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[Tuple[str, An
             yield prefix + k, v
 
 
+def _num_envs_given(argv: List[str]) -> bool:
+    return _given(argv, "num_envs") is not None or _given(argv, "task.env.numEnvs") is not None
+
+
 def apply_cpu_block(train_cfg: Dict[str, Any], task_cfg: Dict[str, Any], argv: List[str],
                     cpu: Mapping[str, Any]) -> List[str]:
     """A train config's ``cpu:`` block, for a fresh run that simulates on the CPU: each leaf
     replaces the train key at the same path (``num_envs`` the task's world count) unless the
-    command line gives that key. The train configs are sized for thousands of GPU worlds; this is
-    what their authors measured on a CPU. Returns ``key value`` notes of what changed."""
+    command line gives that key (``num_envs`` or ``task.env.numEnvs`` for the world count). The
+    train configs are sized for thousands of GPU worlds; this is what their authors measured on a
+    CPU. Returns ``key value`` notes of what changed."""
     notes = []
     for path, value in _leaves(cpu):
         if path == "num_envs":
-            if _given(argv, "num_envs") is None:
+            if not _num_envs_given(argv):
                 task_cfg["env"]["numEnvs"] = value
                 notes.append("num_envs %s" % value)
             continue
@@ -226,7 +322,7 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     # a PPO checkpoint with train=<...>QMIX (or the reverse) is refused (qmix_isaac/rlgames)
     check_checkpoint_learner(ckpt, str(cfg.checkpoint), cfg.train, _given(argv, "train"))
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])
-    if cfg.num_envs in ("", None) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS:
+    if not _num_envs_given(argv) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS:
         # the task configs are sized for a GPU; a CPU steps a few hundred worlds per core-second
         if dinfo is None or dinfo.is_main:
             print("[qmix-isaac] num_envs %d -> %d on the CPU (set num_envs= to choose)"
@@ -242,9 +338,12 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     if ckpt is not None:
         check_compatible(ckpt, task_cfg["name"], env)
     try:
-        runner = build_runner(train_cfg, env) if learner_of(train_cfg) == "qmix" else \
-            rlgames_runner(train_cfg, env, distributed=dinfo is not None and dinfo.active)
-    except (KeyError, TypeError, RLGamesConfigError) as exc:
+        if learner_of(train_cfg) == "qmix":
+            check_qmix_values(train_cfg)
+            runner = build_runner(train_cfg, env)
+        else:
+            runner = rlgames_runner(train_cfg, env, distributed=dinfo is not None and dinfo.active)
+    except (KeyError, TypeError, ValueError, RLGamesConfigError) as exc:
         raise UsageError("train config: %s" % str(exc).splitlines()[0])
     if dinfo is not None and dinfo.active:  # torchrun: equal parameters, averaged gradients
         from qmix_isaac.distributed import GradAllReduce, broadcast_parameters, sum_over_ranks
@@ -259,6 +358,21 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
                  if dinfo is not None and dinfo.world_size > 1 else "", env.engine.name,
                  sim_device, rl_device), flush=True)
     return env, runner, task_cfg, train_cfg
+
+
+def load_runner_state(runner, ckpt: Mapping[str, Any]) -> None:
+    """The checkpoint's weights (and training state) into ``runner``; weights that do not fit its
+    networks (``train.params.agent.*`` / ``mixer.*`` changed since) are a CheckpointError."""
+    from qmix_isaac.record.checkpoint import CheckpointError
+    try:
+        runner.load_state_dict(ckpt["runner"])
+    except CheckpointError:  # rl-games' runner says so itself
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:  # torch's size mismatch, missing keys
+        lines = str(exc).strip().splitlines() or [repr(exc)]
+        detail = " ".join(line.strip() for line in lines[:2])
+        raise CheckpointError("the checkpoint's weights do not fit this train config's network "
+                              "(%s)" % detail[:240])
 
 
 def record_clip(cfg, runner, task_cfg, path: str) -> str:
@@ -318,7 +432,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
     ranks = dinfo.world_size
     iteration, history, best = 0, None, -math.inf
     if ckpt is not None:
-        runner.load_state_dict(ckpt["runner"])
+        load_runner_state(runner, ckpt)
         iteration, history = int(ckpt["iteration"]), ckpt.get("history")
         best = float(ckpt.get("best_score", -math.inf))
         if main_rank:  # other ranks keep their own seed's random streams
@@ -385,7 +499,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
                     elif not has_best():
                         save("best.pth", best)  # nothing scored yet: the first weights are the best
                     save("last.pth", best)
-                    run.sync()
+                    run.try_sync()  # a failure warns; tried again at the next log, then at close
             if run is not None and cfg.capture_video and runner.env_steps >= next_clip:
                 clip = run.path("videos", "it%06d.mp4" % iteration)
                 say("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, clip), flush=True)
@@ -424,7 +538,7 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
     from qmix_isaac.record.storage import StorageError, is_url, join, upload_file
     from qmix_isaac.runner import evaluate
 
-    runner.load_state_dict(ckpt["runner"])
+    load_runner_state(runner, ckpt)
     if not cfg.headless:
         from qmix_isaac.record.viewer import play
         if play(env, runner.agent, max_steps=int(cfg.viewer_steps)):
@@ -485,11 +599,6 @@ def main(argv: Optional[List[str]] = None) -> None:
             from isaacgym import gymapi  # noqa: F401
         except ImportError:
             pass  # make_engine says in one line what is missing
-    headless = str(_given(argv, "headless") or "True").lower() not in ("false", "0")
-    video = str(_given(argv, "capture_video") or "False").lower() in ("true", "1")
-    if video or not headless:  # rendering: pick an OpenGL backend before anything imports mujoco
-        from qmix_isaac.record.video import choose_gl_backend
-        choose_gl_backend(headless)
     os.environ.setdefault("WARP_CACHE_PATH", os.path.join(HERE, ".warp_cache"))
     from qmix_isaac.record.checkpoint import CheckpointError, load_checkpoint
     dinfo = None
@@ -505,6 +614,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                     "capture_video_freq"):
             _positive(cfg, key)
         _positive(cfg, "viewer_steps", least=0)
+        for key in BOOLEANS:
+            _boolean(cfg, key)
+        check_task_values(argv, cfg)
+        if cfg.capture_video or not cfg.headless:  # before anything imports mujoco
+            from qmix_isaac.record.video import GLBackendError, choose_gl_backend
+            try:  # a window, or offscreen frames for videos; nothing to draw: no backend forced
+                choose_gl_backend(bool(cfg.headless), offscreen=bool(cfg.capture_video))
+            except GLBackendError as exc:
+                raise UsageError("capture_video=True: %s" % exc)
         if cfg.test and ckpt is None:
             raise UsageError("test=True needs checkpoint=<path of a .pth>")
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
@@ -517,7 +635,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     check_remote(str(cfg.train_dir))
                 except StorageError as exc:
                     raise UsageError("train_dir=%s" % exc)
-        cfg.seed = set_seed(int(cfg.seed) + dinfo.rank, bool(cfg.torch_deterministic))
+        cfg.seed = set_seed(int(cfg.seed), bool(cfg.torch_deterministic), dinfo.rank)
         env, runner, task_cfg, train_cfg = build(cfg, ckpt, argv, dinfo)
         if cfg.test:
             test(cfg, ckpt, env, runner, task_cfg)

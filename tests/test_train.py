@@ -15,6 +15,7 @@ QMIX_TEST_ARTIFACTS=<folder> keeps the viewer screenshot (viewer_xvfb.png) and o
 import ctypes
 import glob
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -253,6 +254,31 @@ BAD = {
     "test-without-checkpoint": (["task=MultiBallPush", "test=True"], "checkpoint"),
     "cpu-block-unknown-key": (["task=MultiBallPush", "+train.cpu.params.agent.hidden_dimm=3"],
                               "cpu.params.agent.hidden_dimm names no key"),
+    # weights that do not fit the network: resumed, and played back
+    "checkpoint-other-hidden-dim": (["checkpoint={ckpt}", "max_iterations=5",
+                                     "train.params.agent.hidden_dim=64"],
+                                    "checkpoint's weights do not fit this train config's network"),
+    "checkpoint-other-mixer": (["test=True", "checkpoint={ckpt}", "train.params.mixer.name=vdn"],
+                               "checkpoint's weights do not fit this train config's network"),
+    # train values: named, before anything runs (max_iterations=1: no long run before the fix)
+    "optimizer-sgd": (["task=MultiBallPush", "train.params.learner.optimizer=sgd"], "optimizer"),
+    "seq-len-zero": (["task=MultiBallPush", "train.params.replay.seq_len=0"],
+                     "train.params.replay.seq_len must be an integer >= 1"),
+    "eps-start-word": (["task=MultiBallPush", "train.params.exploration.eps_start=abc"],
+                       "train.params.exploration.eps_start must be a number"),
+    "obs-dtype-unknown": (["task=MultiBallPush", "train.params.replay.obs_dtype=foo"],
+                          "train.params.replay.obs_dtype must be a torch dtype"),
+    "batch-size-zero": (["task=MultiBallPush", "max_iterations=1", "train.params.runner.batch_size=0"],
+                        "train.params.runner.batch_size must be an integer >= 1 (got 0)"),
+    "batch-size-fraction": (["task=MultiBallPush", "max_iterations=1",
+                             "train.params.runner.batch_size=1.5"],
+                            "train.params.runner.batch_size must be an integer >= 1 (got 1.5)"),
+    # booleans are true / false; task values named
+    "headless-maybe": (["task=MultiBallPush", "max_iterations=1", "headless=maybe"],
+                       "headless must be true or false (got maybe)"),
+    "test-maybe": (["task=MultiBallPush", "test=maybe"], "test must be true or false"),
+    "num-balls-word": (["task=MultiBallPush", "task.env.numBalls=abc"],
+                       "task.env.numBalls must be a number (got abc)"),
 }
 
 
@@ -281,6 +307,17 @@ def test_cpu_block_sizes_a_fresh_cpu_run_and_yields_to_the_command_line(tmp_path
     assert "cpu: block" not in out and "%d envs" % block["num_envs"] in out
 
 
+@pytest.mark.parametrize("args, envs", [
+    (["task=MultiAntPush", "task.env.numEnvs=3"], 3),       # not the cpu: block's 64
+    (["task=MultiBallPush", "task.env.numEnvs=257"], 257),  # not clamped to CPU_NUM_ENVS
+], ids=["cpu-block", "cpu-clamp"])
+def test_task_num_envs_wins_on_the_cpu(args, envs, tmp_path):
+    """An explicit ``task.env.numEnvs`` is the world count, as ``num_envs`` is."""
+    out = ok(train_py(args + ["max_iterations=1", "train_dir=%s" % tmp_path]))
+    assert "task %s, %d envs," % (args[0][len("task="):], envs) in out, out
+    assert "num_envs %d" % 64 not in out and "-> %d on the CPU" % 256 not in out, out
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input(case, tmp_path, request):
     args, words = BAD[case]
@@ -299,6 +336,129 @@ def test_bad_input(case, tmp_path, request):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("train.py: error: ") and words in lines[0], lines[0]
     assert run_dirs(train_dir) == [] and "run folder" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# uploads, files, random state
+# --------------------------------------------------------------------------------------------
+# train.py with a bucket whose uploads fail twice during the run (the first file of nn/ at the
+# first two syncs after the run folder's set-up), then work
+FLAKY_BUCKET = """
+import runpy, sys
+from qmix_isaac.record import storage
+failed = []
+def upload_file(local, url):
+    if "/nn/" in url and len(failed) < 2 and url not in failed:
+        failed.append(url)
+        raise storage.StorageError(url + ": cannot reach the storage endpoint (test)")
+    print("uploaded " + url, flush=True)
+storage.check_remote = lambda url: None
+storage.remote_exists = lambda url: False
+storage.upload_file = upload_file
+sys.argv = sys.argv[1:]  # train.py and its arguments
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("learner", ["qmix", "ppo"])
+def test_an_upload_failing_during_the_run_warns_and_is_retried(learner, tmp_path):
+    args = SMALL + ["max_iterations=3"] if learner == "qmix" else \
+        ["task=MultiBallPush", "num_envs=16", "task.env.episodeLength=20", "train.log_interval=256",
+         "train=MultiBallPushPPO", "max_iterations=4"]
+    proc = subprocess.run([sys.executable, "-c", FLAKY_BUCKET, os.path.join(ROOT, "train.py")] + args
+                          + ["train_dir=s3://bucket/exp"], cwd=ROOT, env=_env(TMPDIR=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    out = ok(proc)
+    warnings = [line for line in proc.stderr.splitlines() if "warning: upload failed" in line]
+    assert len(warnings) == 2 and "tries again" in warnings[0], proc.stderr  # one line per failure
+    run = re.search(r"run folder (s3://\S+) ", out).group(1)
+    for name in ("config.yaml", "nn/last.pth", "nn/best.pth", "curves.png"):
+        assert "uploaded %s/%s" % (run, name) in out, out
+    assert "done: " in out
+    assert glob.glob(os.path.join(str(tmp_path), "qmix-isaac-run-*")) == []  # staging removed
+
+
+def test_a_failed_last_upload_keeps_the_staging_folder(tmp_path, monkeypatch):
+    from qmix_isaac.record import storage
+
+    def fail(local, url):
+        raise storage.StorageError(url + ": access denied (test)")
+    monkeypatch.setattr(storage, "upload_file", fail)
+    monkeypatch.setattr(storage.tempfile, "tempdir", str(tmp_path))
+    folder = storage.RunFolder("s3://bucket/run")
+    with open(folder.path("config.yaml"), "w") as f:
+        f.write("a")
+    assert folder.try_sync() is False  # during the run: a warning
+    with pytest.raises(storage.StorageError, match="access denied"):
+        folder.close()  # at the end: the caller names the folder, which is kept
+    assert os.path.isfile(folder.path("config.yaml"))
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from qmix_isaac.record.checkpoint import atomic_write_text, save_checkpoint
+    old = os.umask(0o027)
+    try:
+        save_checkpoint(os.path.join(str(tmp_path), "nn", "last.pth"), {"x": 1})
+        atomic_write_text(os.path.join(str(tmp_path), "config.yaml"), "a: 1\n")
+    finally:
+        os.umask(old)
+    for name in ("nn/last.pth", "config.yaml"):
+        assert os.stat(os.path.join(str(tmp_path), name)).st_mode & 0o777 == 0o640, name
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".tmp-")] == []
+
+
+def test_cuda_random_state_is_the_current_devices(monkeypatch):
+    """A checkpoint of an 8-GPU job (old format: every device's state) resumes on one GPU."""
+    from qmix_isaac.record.checkpoint import rng_state, set_rng_state
+    mine = torch.full((8,), 7, dtype=torch.uint8)
+    restored = []
+
+    def set_all(states):  # torch's on one GPU: state i goes to device i
+        if len(states) > 1:
+            raise IndexError("list index out of range")
+        restored.append(states[0])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": mine.clone())
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [mine.clone()])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": restored.append(s))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+    state = rng_state()
+    assert torch.equal(state["cuda"], mine)  # one device's state, not a list of all
+    set_rng_state(state)
+    old = dict(state, cuda=[torch.full((8,), i, dtype=torch.uint8) for i in range(8)])
+    set_rng_state(old)
+    assert [int(s[0]) for s in restored] == [7, 0]
+
+
+def test_a_drawn_seed_is_drawn_before_the_rank_is_added(monkeypatch):
+    import train
+    monkeypatch.setattr(random.SystemRandom, "randint", lambda self, a, b: 1000)
+    assert train.set_seed(-1, False, 3) == 1003  # not 2 (-1 + 3)
+    assert train.set_seed(5, False, 3) == 8
+
+
+@pytest.fixture
+def no_gl_env(monkeypatch):
+    for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY"):
+        monkeypatch.setenv(key, "")  # recorded, so that what the test sets is undone
+        monkeypatch.delenv(key)
+
+
+def test_gl_backend_only_when_something_is_drawn(no_gl_env, monkeypatch):
+    """No display, no CUDA, no OSMesa: the viewer (nothing drawn, it plays headless) forces no
+    backend; a video is one line saying what to install."""
+    from qmix_isaac.record import video
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(video, "_osmesa_installed", lambda: False)
+    assert video.choose_gl_backend(False, offscreen=False) == ""
+    assert "MUJOCO_GL" not in os.environ
+    with pytest.raises(video.GLBackendError, match="apt-get install libosmesa6"):
+        video.choose_gl_backend(True, offscreen=True)
+    assert "MUJOCO_GL" not in os.environ
+    monkeypatch.setattr(video, "_osmesa_installed", lambda: True)
+    assert video.choose_gl_backend(True, offscreen=True) == os.environ["MUJOCO_GL"] == "osmesa"
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
      "runner": runner.state_dict(), "rng": {...}, "history": {...}}
 
 ``save_checkpoint`` writes to a temporary file in the same folder and renames it over the
-target, so a reader sees the old file or the new one, never half of one.
+target, so a reader sees the old file or the new one, never half of one. The file gets the mode
+any new file gets (``0o666`` less the umask), not the temporary file's private ``0o600``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or belongs to another task or shape (one line)."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -37,6 +44,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0o600 is for the name's privacy only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -100,13 +108,22 @@ def check_compatible(ckpt: Mapping[str, Any], task: str, env) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
+    """The CPU generator's state and the current CUDA device's (the one this process uses: a
+    checkpoint of an 8-GPU job resumes on a machine with one)."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    if isinstance(cuda, (list, tuple)):  # older checkpoints: every visible device's state
+        device = torch.cuda.current_device()
+        if device >= len(cuda):
+            return
+        cuda = cuda[device]
+    torch.cuda.set_rng_state(cuda)

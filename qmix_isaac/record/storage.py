@@ -9,7 +9,10 @@ local run (TensorBoard, checkpoints, curves, videos), and :meth:`RunFolder.sync`
 that changed since the last sync, each as one object PUT (multipart uploads of large files also
 appear only when complete). So a checkpoint in the bucket is the old one or the new one, never
 part of one. Nothing is written locally before the remote target has been checked
-(:func:`check_remote`), and the staging folder is removed when the run ends.
+(:func:`check_remote`), and the staging folder is removed when the run ends. An upload that fails
+during the run (:meth:`RunFolder.try_sync`) is one warning line and is tried again at the next
+sync; one that fails at the end (:meth:`RunFolder.close`) keeps the staging folder for the caller
+to name.
 
 Credentials are never read or printed here: fsspec / s3fs / botocore take them from the standard
 chain (``AWS_ACCESS_KEY_ID``…, ``~/.aws``, instance roles); ``AWS_ENDPOINT_URL`` points the chain
@@ -20,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
@@ -178,13 +182,23 @@ class RunFolder:
                 upload_file(local, self.url(*rel.split(os.sep)))
                 self._sent[rel] = stamp
 
-    def close(self) -> None:
-        """Last sync; the staging folder of a remote run is removed."""
+    def try_sync(self) -> bool:
+        """:meth:`sync` during a run: a failed upload is one warning line on stderr, and what was
+        not sent is sent at the next sync (the staging folder keeps it). False when it failed."""
         try:
             self.sync()
-        finally:
-            if self.remote:
-                shutil.rmtree(self.local, ignore_errors=True)
+        except StorageError as exc:
+            print("[qmix-isaac] warning: upload failed (%s); the run goes on and tries again at "
+                  "the next log (files staged in %s)" % (exc, self.local), file=sys.stderr, flush=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Last sync; the staging folder of a remote run is then removed (kept when the upload
+        fails: StorageError, and the caller names :attr:`local`)."""
+        self.sync()
+        if self.remote:
+            shutil.rmtree(self.local, ignore_errors=True)
 
     def discard(self) -> None:
         """Forget a run that could not be set up: staging removed; a local folder removed."""

@@ -14,22 +14,48 @@ from typing import List
 
 import numpy as np
 
-__all__ = ["choose_gl_backend", "scene_with_goal", "WorldMirror", "TeamRenderer", "write_mp4"]
+__all__ = ["GLBackendError", "choose_gl_backend", "scene_with_goal", "WorldMirror", "TeamRenderer",
+           "write_mp4"]
 
 
-def choose_gl_backend(headless: bool) -> str:
-    """Pick MUJOCO_GL (unless the user set it): a window with a display, else EGL with CUDA,
-    else OSMesa. Must run before the first ``import mujoco``."""
+class GLBackendError(RuntimeError):
+    """Offscreen frames are wanted and no offscreen OpenGL is installed (one line: what to install)."""
+
+
+def _osmesa_installed() -> bool:
+    """Whether PyOpenGL's OSMesa platform will find its library (it looks for these names)."""
+    import ctypes
+    import ctypes.util
+    names = [ctypes.util.find_library("OSMesa"), "libOSMesa.so", "libOSMesa.so.8", "libOSMesa.so.6"]
+    for name in filter(None, names):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def choose_gl_backend(headless: bool, offscreen: bool = True) -> str:
+    """Pick MUJOCO_GL (unless the user set it): a window with a display, else, when frames are
+    drawn offscreen (``offscreen``: MP4s), EGL with CUDA or OSMesa without; '' (nothing set) when
+    nothing will be drawn, e.g. the viewer without a display, which plays headless. Must run
+    before the first ``import mujoco``. GLBackendError when OSMesa is wanted but not installed."""
     if os.environ.get("MUJOCO_GL"):
         return os.environ["MUJOCO_GL"]
     if not headless and os.environ.get("DISPLAY"):
         backend = "glfw"
+    elif not offscreen:
+        return ""
     else:
         try:
             import torch
             backend = "egl" if torch.cuda.is_available() else "osmesa"
         except ImportError:
             backend = "osmesa"
+        if backend == "osmesa" and not _osmesa_installed():
+            raise GLBackendError("frames are drawn offscreen with OSMesa without CUDA, and OSMesa "
+                                 "is not installed (Debian: apt-get install libosmesa6)")
     os.environ["MUJOCO_GL"] = backend
     if backend in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", backend)

@@ -378,7 +378,7 @@ class RLGamesRunner:
             print("[qmix-isaac] capture_video while training is QMIX-only for now; record an "
                   "rl-games policy with test=True capture_video=True", flush=True)
 
-        def save(algo, name: str, score: float) -> None:
+        def save(algo, name: str, score: float, final: bool = False) -> None:
             state = _plain(algo.get_full_state_weights())
             save_checkpoint(run.path("nn", name), {
                 "task": task_cfg["name"], "task_cfg": task_cfg, "train_cfg": train_cfg,
@@ -388,8 +388,8 @@ class RLGamesRunner:
                 "iteration": int(algo.epoch_num), "rng": rng_state(),
                 "history": {k: [list(p) for p in v] for k, v in logger.history.items()},
                 "best_score": score})
-            if name == "last.pth":  # saved after best.pth at each log: one upload for both
-                run.sync()
+            if name == "last.pth" and not final:  # after best.pth at each log: one upload for
+                run.try_sync()                      # both (a failure warns; run.close() at the end)
 
         observer = EpisodeObserver(logger, log_interval=log_interval, max_epochs=max_it, save=save,
                                    best=best, summaries_dir=run.path("summaries"))
@@ -405,7 +405,7 @@ class RLGamesRunner:
         wall = time.perf_counter() - t0
         self.env_steps = observer.env_steps
         try:
-            save(algo, "last.pth", observer.best)
+            save(algo, "last.pth", observer.best, final=True)  # uploaded by run.close()
             if not os.path.isfile(run.path("nn", "best.pth")):
                 save(algo, "best.pth", observer.best)  # nothing scored: the last weights are the best
             png = plot_curves(logger.history, run.path("curves.png"),
