@@ -137,6 +137,12 @@ def test_views_shapes_dtypes_and_identity(kind, scene):
     assert eng.initial_root_states[:, 7:].abs().max() == 0
     assert (eng.dof_effort_limit > 0).all()
     assert eng.healthy().all()
+    if kind == "newton":  # MuJoCo Warp does not reset a diverged world: past 1e10 (or NaN) is a blow-up
+        for bad in (1e12, float("nan")):
+            saved = eng._jqd.clone()
+            eng._jqd[1, 0] = bad
+            assert eng.healthy().tolist() == [True, False], bad
+            eng._jqd.copy_(saved)
 
 
 def test_make_engine_registry():

@@ -406,9 +406,18 @@ class NewtonEngine(Engine):
         wp.capture_begin(device=self.wp_device, stream=stream, force_module_load=False, external=True,
                          capture_mode=wp.CaptureMode.THREAD_LOCAL)  # as the caller captures
         self._stream, self._external_capture = stream, True
+        # MuJoCo Warp runs its solver iterations as a graph-conditional loop (wp.capture_while),
+        # which ends the stream's capture and begins it again: the stream gets a new capture id,
+        # and torch routes a graph's allocations to the graph's private pool by that id, so every
+        # torch tensor the step makes after the first solve would come from the general pool and
+        # be reused under the replayed graph. Inside torch's capture: the plain loop (all
+        # iterations, no early exit on convergence).
+        opt = self.solver.mjw_model.opt
+        conditional, opt.graph_conditional = opt.graph_conditional, False
         try:
             yield
         finally:
+            opt.graph_conditional = conditional
             self._stream, self._external_capture = own, False
             wp.capture_end(device=self.wp_device, stream=stream)
 
@@ -482,7 +491,8 @@ class NewtonEngine(Engine):
         self.dof_vel.copy_(qd[:, self._dof_v])
 
     def healthy(self) -> torch.Tensor:
-        return torch.isfinite(self._jq).all(1) & torch.isfinite(self._jqd).all(1)
+        # MuJoCo's bound (mjMAXVAL): C MuJoCo resets a world past it, MuJoCo Warp goes on; NaN fails too
+        return (self._jq.abs() < 1e10).all(1) & (self._jqd.abs() < 1e10).all(1)
 
     def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
         mask = mask.to(device=self.device, dtype=torch.bool)
