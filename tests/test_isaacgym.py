@@ -350,6 +350,16 @@ def test_engine_bookkeeping_on_fake_isaacgym(fake_isaacgym, scene, options):
     eng.set_state(torch.tensor([False, True, False]), new_rs, new_dp, new_dv)
     eng.refresh()
     assert torch.allclose(eng.dof_pos[1], new_dp[1], atol=1e-6) and torch.allclose(eng.dof_vel[0], expect[0])
+    # the MJCF's joint damping acts as -damping * velocity before every physics step (the effort
+    # drive has no gains; the fake applies forces only): two explicit steps from new_dv, no torque
+    kd = torch.tensor(eng.table.damping)
+    assert (kd > 0).all() and mod.IsaacGymEngine.model_mismatches(eng) == []
+    eng.set_state(torch.ones(E, dtype=torch.bool), new_rs, torch.zeros(E, D).clamp(eng.dof_lower, eng.dof_upper),
+                  new_dv)
+    eng.set_dof_torques(torch.zeros(E, D))
+    eng.simulate(2)
+    eng.refresh()
+    assert torch.allclose(eng.dof_vel, new_dv * (1.0 - kd * eng.dt) ** 2, atol=1e-6)
     eng.close()
 
 

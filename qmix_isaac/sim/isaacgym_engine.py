@@ -15,9 +15,11 @@ How the worlds are built (same MJCF as the MuJoCo-family engines, ``assets/mjcf`
 - each robot template loaded once with ``gym.load_asset`` from an Isaac Gym-ready copy of its MJCF
   (:func:`robot_asset_mjcf`: the robot body and its motors without the template's floor; the root
   body's placement becomes the actor pose; a robot without a free joint, e.g. the ball on two
-  slides, hangs from a fixed base link); joints get the MJCF's damping (as the drive's damping
-  around zero velocity), armature and stiffness, drive mode ``DOF_MODE_EFFORT`` and the motors'
-  torque limit; shape friction is the MJCF geoms' sliding friction;
+  slides, hangs from a fixed base link); joints get the MJCF's armature and stiffness, drive mode
+  ``DOF_MODE_EFFORT`` and the motors' torque limit; the MJCF's viscous joint damping is applied by
+  this engine as a torque ``-damping * dof velocity`` before every ``gym.simulate`` (the effort
+  drive has no gains: a damping property there would be ignored, or applied twice); shape friction
+  is the MJCF geoms' sliding friction;
 - each box prop made with ``gym.create_box`` (full extents = 2 x half sizes, density = mass / volume);
 - ``num_envs`` envs in a grid, each holding one actor per scene actor (``Scene.actors`` order: the
   free bodies first, so that the root states of env ``e``, actor ``a`` sit at global actor index
@@ -628,6 +630,12 @@ class IsaacGymEngine(Engine):
         self.dof_lower = torch.tensor(table.lower, dtype=torch.float32, device=dev)
         self.dof_upper = torch.tensor(table.upper, dtype=torch.float32, device=dev)
         self._forces = torch.zeros(E, self.num_dof, dtype=torch.float32, device=dev)
+        # viscous joint damping, explicit (module docstring), in Isaac Gym's dof order
+        kd = [0.0] * self.num_dof
+        for k, g in enumerate(self.dof_perm):
+            kd[g] = float(table.damping[k])
+        self._kd = torch.tensor(kd, dtype=torch.float32, device=dev) if any(kd) else None
+        self._command = torch.zeros_like(self._forces) if self._kd is not None else self._forces
         self._publish()
         self.initial_root_states = self.root_states[0].clone()
         self.initial_root_states[:, 7:13] = 0.0
@@ -708,8 +716,9 @@ class IsaacGymEngine(Engine):
         return asset
 
     def _dof_properties(self, env: gymapi.Env, actor: int, prefix: str, spec: RobotAsset) -> Any:
-        """The robot's DOF properties from the MJCF: effort drive, joint damping / stiffness /
-        armature, the motors' torque limit, no joint friction or speed limit (Isaac Gym names the
+        """The robot's DOF properties from the MJCF: effort drive, joint stiffness / armature,
+        no damping (applied by the engine: module docstring), the motors' torque limit, no joint
+        friction or speed limit (Isaac Gym names the
         DOFs as the template does; the scene's names carry the robot's prefix)."""
         props = self.gym.get_actor_dof_properties(env, actor)
         names = self.gym.get_actor_dof_names(env, actor)
@@ -721,7 +730,7 @@ class IsaacGymEngine(Engine):
                 raise ValueError("Isaac Gym dof %r of %s is not a scene dof" % (n, prefix))
             props["driveMode"][d] = int(gymapi.DOF_MODE_EFFORT)
             props["stiffness"][d] = t.stiffness[k]
-            props["damping"][d] = t.damping[k]     # viscous: drive towards zero velocity
+            props["damping"][d] = 0.0              # the engine applies the MJCF's (simulate)
             props["armature"][d] = t.armature[k]
             props["friction"][d] = 0.0
             props["velocity"][d] = 1000.0          # MuJoCo has no joint speed limit
@@ -769,18 +778,22 @@ class IsaacGymEngine(Engine):
         t = torques.to(device=self.device, dtype=torch.float32)
         t = torch.minimum(torch.maximum(t, self._effort_lo), self._effort_hi)
         if self._direct_dofs:
-            self._forces.copy_(t)
+            self._command.copy_(t)
         else:
-            self._forces.index_copy_(1, self._perm, t * self._sign)
-        self.gym.set_dof_actuation_force_tensor(self.sim, self._gymtorch.unwrap_tensor(self._forces))
+            self._command.index_copy_(1, self._perm, t * self._sign)
+        if self._kd is None:  # else simulate() adds the damping and hands the forces over
+            self.gym.set_dof_actuation_force_tensor(self.sim, self._gymtorch.unwrap_tensor(self._forces))
 
     def simulate(self, steps: int = 1) -> None:
-        steps = int(steps)
-        for _ in range(steps):
+        for _ in range(int(steps)):
+            if self._kd is not None:  # the motors' torques plus the joints' viscous damping
+                self._pull()
+                torch.addcmul(self._command, self._kd, self._dof_state[..., 1], value=-1.0,
+                              out=self._forces)
+                self.gym.set_dof_actuation_force_tensor(self.sim, self._gymtorch.unwrap_tensor(self._forces))
             self.gym.simulate(self.sim)
             if not self.gpu_pipeline:
                 self.gym.fetch_results(self.sim, True)
-        if steps > 0:
             self._stale = True
         if self.viewer is not None:
             self._frame_dt = steps * self.dt
@@ -900,7 +913,8 @@ class IsaacGymEngine(Engine):
 
     def model_mismatches(self, atol: float = 1e-4) -> List[str]:
         """Where the loaded actors differ from the MJCF: DOF limits (up to the axis sign the engine
-        accounts for), drive mode, damping, armature and effort limits (env 0)."""
+        accounts for), drive mode, damping (none: the engine applies it), armature and effort
+        limits (env 0)."""
         out: List[str] = []
         t = self.table
         k_of = {n: k for k, n in enumerate(self.scene.dofs)}
@@ -919,7 +933,7 @@ class IsaacGymEngine(Engine):
                             self.scene.dofs[k], props["lower"][d], props["upper"][d], lo, hi))
                 if int(props["driveMode"][d]) != int(gymapi.DOF_MODE_EFFORT):
                     out.append("%s: drive mode %s, not effort" % (self.scene.dofs[k], props["driveMode"][d]))
-                for field, want in (("damping", t.damping[k]), ("armature", t.armature[k])):
+                for field, want in (("damping", 0.0), ("armature", t.armature[k])):
                     if abs(float(props[field][d]) - want) > atol * (1.0 + abs(want)):
                         out.append("%s: %s %g vs MJCF %g" % (self.scene.dofs[k], field, props[field][d], want))
                 limit = float(self.dof_effort_limit[k])
