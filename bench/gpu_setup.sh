@@ -1,14 +1,9 @@
 # Sourced on a lent GPU machine (python3 3.12 with CUDA torch, nothing else, no network) before
 # bench/gpu_suite.sh: installs the carried wheels into /tmp/site. The device tool carries at most
-# 64 MiB per call, so the git-ignored .whl/ holds two halves (built on this machine with
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
-#       mujoco==3.17.0 mujoco-warp==3.17.0 newton==1.8.0 warp-lang==1.19.0 hydra-core omegaconf glfw pyopengl \
-#       pytest pluggy iniconfig
-# plus antlr4-python3-runtime 4.9.3's sdist; warp's 100 MB warp.so is xz-compressed and split in
-# two, so that each half plus the working tree stays under 64 MiB: 60.6 MB + 60.6 MB, with
-#   xz <warp/bin/warp.so >w.xz; head -c 33950000 w.xz >.whl/a/warp.so.xz.part1
-#   tail -c +33950001 w.xz >.whl/b/warp.so.xz.part2; tar -cJf .whl/b/warp_py.tar.xz <warp without warp.so>
-# ), check with `du -cb .whl/a/* | tail -1` before a GPU session:
+# 64 MiB per call, working tree included, so the git-ignored .whl/ holds two halves, built on this
+# machine (it lives only on its disk: a fresh checkout must rebuild it) with
+#   bash bench/gpu_wheels.sh
+# which also checks each half plus the working tree against the limit. Then:
 #   call 1, carry .whl/a:  cp .whl/a/* /tmp/            (mujoco wheel, first part of warp.so.xz)
 #   call 2, carry .whl/b:  . bench/gpu_setup.sh && bash bench/gpu_suite.sh check
 # A machine stays warm 30 s after a call: make call 2 right after call 1, or /tmp is gone.
