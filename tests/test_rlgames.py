@@ -248,6 +248,10 @@ def test_ppo_resume_and_evaluate(ppo_run, tmp_path):
                        "train.log_interval=256", "train_dir=%s" % (tmp_path / "resumed")]))
     after = load_checkpoint(os.path.join(only_run_dir(tmp_path / "resumed"), "nn", "last.pth"))
     assert (before["iteration"], after["iteration"]) == (4, 6)
+    # the adaptive learning rate is kept (rl-games' own state leaves it out): 3e-4 times a power of 1.5
+    lr = before["runner"]["rl_games"]
+    steps = math.log(lr["last_lr"] / lr["config_lr"], 1.5)
+    assert lr["config_lr"] == 3e-4 and abs(steps - round(steps)) < 1e-6 and round(steps) != 0
     assert after["runner"]["env_steps"] == 6 * 16 * 16
     for key, points in before["history"].items():  # the curves go on
         assert after["history"][key][:len(points)] == points
@@ -308,7 +312,9 @@ def test_checkpoint_of_the_other_learner_is_refused(ppo_run, tmp_path):
     (["task=MultiAntPush", "train=MultiBallPushPPO"], "use params.model.name=multi_discrete_a2c"),
     (["task=MultiBallPush", "train=MultiBallPushPPO", "+train.params.config.minibatch_size=1000"],
      "not a multiple of the minibatch of 1000"),
-], ids=["factored-task-flat-model", "minibatch"])
+    (["task=MultiBallPush", "train=MultiBallPushPPO", "train.params.config.torch_compile=true"],
+     "torch_compile must be false"),
+], ids=["factored-task-flat-model", "minibatch", "torch-compile"])
 def test_config_errors_are_one_line(args, words, tmp_path):
     one_line_error(train_py(args + ["num_envs=2", "train_dir=%s" % tmp_path]), words)
     assert glob.glob(os.path.join(str(tmp_path), "*", "")) == []

@@ -38,8 +38,9 @@ RENAME = {
     "performance/rl_update_time": "perf/update_s",
     "performance/step_inference_time": "perf/rollout_s",
 }
-# fps figures rl-games computes per actor (agent); ours count env steps (worlds)
-PER_AGENT = ("perf/env_step_fps", "perf/rollout_fps", "perf/total_fps")
+# fps figures rl-games computes per actor (agent); ours count env steps (worlds). Only step_fps:
+# rl-games divides the other two by the number of agents itself (its scaled_time, scaled_play_time)
+PER_AGENT = ("perf/env_step_fps",)
 
 
 class ScalarSink:

@@ -69,6 +69,9 @@ def rlgames_params(train_cfg: Mapping[str, Any], env) -> Dict[str, Any]:
         missing.append("minibatch_size (or minibatch_size_per_env)")
     if missing:
         raise TrainConfigError("params.config lacks %s" % ", ".join(missing))
+    if config.get("torch_compile", False) is not False:  # weights named _orig_mod.*: unloadable
+        raise TrainConfigError("params.config.torch_compile must be false: a compiled model's "
+                               "checkpoints do not load back here")
     network = params["network"]
     if "rnn" in network or "cnn" in network:
         raise TrainConfigError("params.network: only mlp actor-critics are wired up (no rnn / cnn)")
@@ -222,6 +225,19 @@ def _make_agent_class():
 
         def save(self, fn):  # rl-games' checkpoints (best reward / max epochs): ours instead
             pass
+
+        def get_full_state_weights(self):
+            state = super().get_full_state_weights()
+            # the adaptive schedule's current rate, which rl-games leaves out (a resume restarted
+            # from the configured one), and that configured rate
+            state["last_lr"] = float(self.last_lr)
+            state["config_lr"] = float(self.config["learning_rate"])
+            return state
+
+        def set_full_state_weights(self, weights, set_epoch=True):
+            super().set_full_state_weights(weights, set_epoch)
+            if weights.get("config_lr") == float(self.config["learning_rate"]):  # not overridden
+                self.last_lr = float(weights["last_lr"])
 
         def get_masked_action_values(self, obs, action_masks):
             masks = action_masks.to(self.ppo_device, torch.bool)
