@@ -36,6 +36,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from qmix_isaac.qmix.spaces import ActionSpec
 from qmix_isaac.sim import make_engine
 from qmix_isaac.sim.scene import Scene
 
@@ -110,8 +111,7 @@ class MultiAgentVecTask:
         self.states_buf = torch.zeros(E, self.num_states, device=dev)
         self.avail_buf = torch.ones((E, A) + self.action_shape, dtype=torch.bool, device=dev)
         if self.action_branches is not None:  # branches padded to the widest: padding never available
-            sizes = torch.tensor(self.action_branches, device=dev)
-            self.avail_buf &= torch.arange(self.action_shape[1], device=dev) < sizes.unsqueeze(-1)
+            self.avail_buf &= ActionSpec.factored_bins(self.action_branches).bin_mask(dev)
         self.rew_buf = torch.zeros(E, device=dev)
         self.reset_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.terminated_buf = torch.zeros(E, dtype=torch.bool, device=dev)
