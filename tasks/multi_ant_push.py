@@ -137,8 +137,9 @@ class MultiAntPush(MultiAgentVecTask):
         goal_range = self.goal_range
         if self.curriculum_levels:  # the level of each world's next episode, if it ends now
             L = self.curriculum_levels
-            # up a level on success, down on any other ending, none after a blow-up
-            step = torch.where(self.success_buf, 1, -1) * (~self.blown_buf).long()
+            # up a level on success, down on any other ending; none after a blow-up, nor for an
+            # episode that did not end (env.reset() of a running or resumed world)
+            step = torch.where(self.success_buf, 1, -1) * (self.reset_buf & ~self.blown_buf).long()
             self._next_goal_level.copy_((self.goal_level + step).clamp(0, L - 1))
             goal_range = curriculum_goal_range(self._next_goal_level, L, self.curriculum_start,
                                                self.goal_range)
@@ -176,6 +177,23 @@ class MultiAntPush(MultiAgentVecTask):
         if self.curriculum_levels:  # worlds whose episode ended move a level (blow-ups do not)
             ended = mask & self.reset_buf & ~self.blown_buf
             self.goal_level.copy_(torch.where(ended, self._next_goal_level, self.goal_level))
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self):
+        state = super().state_dict()
+        if self.curriculum_levels:
+            state["goal_level"] = self.goal_level.clone()
+        return state
+
+    def load_state_dict(self, state):
+        skipped = super().load_state_dict(state)
+        level = state.get("goal_level")
+        if level is not None and self.curriculum_levels:
+            if tuple(level.shape) == (self.num_envs,):
+                self.goal_level.copy_(level.clamp(0, self.curriculum_levels - 1))
+            else:  # another world count: every world starts at the lowest level
+                skipped.append("goal_level")
+        return skipped
 
     # ---- observations and rewards ---------------------------------------------------------------
     def _views(self):

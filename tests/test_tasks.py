@@ -321,6 +321,7 @@ def test_physics_blowup_ends_that_episode_and_touches_no_other_world():
     env.goal_level[1] = ref.goal_level[1] = 1
     ret, length = env.ep_return[1].item(), env.ep_length[1].item()
     assert length == 5.0 and ret != 0.0
+    last_dist = env.metrics["final_box_dist"][1].item()
     env.engine.qvel[1, 0] = float("nan")
     obs, rew, reset, ex = env.step(acts)
     robs, rrew, _, _ = ref.step(acts)
@@ -332,6 +333,10 @@ def test_physics_blowup_ends_that_episode_and_touches_no_other_world():
     assert ep["mask"].tolist() == [False, True, False]
     assert ep["length"][1].item() == length and ep["return"][1].item() == pytest.approx(ret)
     assert ep["success"][1].item() == 0.0
+    # its final box-goal distance is its last sane step's, not the fresh start state's
+    fresh_dist = torch.norm(env.goal_pos[1] - env.engine.root_states[1, env.box_index, :2]).item()
+    assert abs(fresh_dist - last_dist) > 1e-3
+    assert ep["final_box_dist"][1].item() == last_dist
     assert torch.equal(obs["obs"][[0, 2]], robs["obs"][[0, 2]]), "other worlds must not be touched"
     assert torch.equal(rew[[0, 2]], rrew[[0, 2]])
     obs, rew, reset, ex = env.step(acts)                 # the crossing step: a fresh episode
@@ -340,6 +345,37 @@ def test_physics_blowup_ends_that_episode_and_touches_no_other_world():
     env.step(acts)
     assert env.progress_buf[1].item() == 1 and env.ep_length[1].item() == 1.0
     assert env.blowups.item() == 1
+
+
+def test_task_state_round_trip_replays_start_layouts_and_curriculum_levels():
+    """``state_dict`` holds the task's generator and curriculum levels: a task loaded from it
+    draws the same next start layouts as the original and starts its worlds at their levels;
+    state of another world count is reported, not loaded."""
+    kw = dict(num_envs=4, levels=3, physics_engine="mujoco")
+    env = qmix_isaac.make("MultiAntPush", seed=3, **kw)
+    env.reset()
+    acts = zero_actions(env)
+    for _ in range(3):
+        env.step(acts)
+    env.goal_level.copy_(torch.tensor([2, 0, 1, 2]))
+    state = env.state_dict()
+    other = qmix_isaac.make("MultiAntPush", seed=99, **kw)
+    assert other.load_state_dict(state) == []
+    assert other.goal_level.tolist() == [2, 0, 1, 2]
+    env.reset()
+    other.reset()  # a reset ends no episode: every world keeps its level
+    assert other.goal_level.tolist() == [2, 0, 1, 2]
+    d = other.metrics["start_box_dist"]          # each world's goal at its own level's distance
+    assert 1.25 <= d[2].item() <= 2.5 and 0.5 <= d[1].item() <= 1.0 and d[0].item() >= 2.0
+    assert torch.equal(other.goal_pos, env.goal_pos)
+    assert torch.equal(other.engine.root_states, env.engine.root_states)
+    fresh = qmix_isaac.make("MultiAntPush", seed=99, **kw)
+    fresh.reset()
+    assert not torch.equal(fresh.goal_pos, env.goal_pos), "seed 99 alone draws other goals"
+    small = qmix_isaac.make("MultiAntPush", seed=99, num_envs=2, levels=3, physics_engine="mujoco")
+    assert small.load_state_dict(state) == ["goal_level"]
+    for e in (env, other, fresh, small):
+        e.close()
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [

@@ -32,7 +32,7 @@ a learner copies what it keeps past the next step.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -236,7 +236,11 @@ class MultiAgentVecTask:
         self.engine.refresh()
         self.progress_buf += (~was_reset).to(torch.long)
         self.compute_observations()
+        kept = torch.stack(list(self.metrics.values())) if self.metrics else None
         terms = self.compute_reward()
+        if kept is not None:  # a blown world's episode ends with the metrics of its last sane step
+            for i, m in enumerate(self.metrics.values()):
+                m.copy_(torch.where(blown, kept[i], m))
         live_b = ~(was_reset | blown)                  # a blown world's step earns nothing
         live = live_b.to(self.rew_buf.dtype)
         weighted = torch.stack([terms[k] for k in self.reward_terms], -1) * self._weights \
@@ -279,6 +283,25 @@ class MultiAgentVecTask:
         episode["mask"] = snap[:, len(names)] > 0.5
         return {"time_outs": snap[:, len(names) + 1] > 0.5, "episode": episode,
                 "blowups": self.blowups.to(rl, copy=True), "blown": blown.to(rl)}
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """What a resumed run needs to go on as this one would: the task's generator (start
+        layouts, goals) and any per-world task state a subclass adds. Not the worlds' physics:
+        a resumed run starts new episodes, as IsaacGymEnvs' does."""
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> List[str]:
+        """Restore what fits this task; returns what did not (a generator of another device type,
+        per-world state of another world count), for the caller to say."""
+        skipped = []
+        rng = state.get("rng")
+        if rng is not None:
+            try:
+                self.rng.set_state(rng)
+            except (RuntimeError, TypeError, ValueError):  # a CPU generator's state on CUDA, or back
+                skipped.append("rng")
+        return skipped
 
     def close(self) -> None:
         self.engine.close()
