@@ -158,6 +158,31 @@ def test_make_engine_registry():
             make_engine("newton", sc, 1, "cuda:0")
 
 
+def test_newton_reports_worlds_that_overflow_its_contact_buffers():
+    """Two ants standing beside a box touch the floor with every foot: with room for 4 contacts
+    per world (MuJoCo Warp makes it 6), both worlds drop contacts and ``diagnostics`` counts them; at the default sizes
+    (from the scene), none. ``sim.newton`` sizes the buffers through make_engine; bad keys and
+    sizes are one line. The MuJoCo C engine grows its buffers: nothing to report."""
+    small = make_engine("newton", ant_scene(), 2, "cpu", sim_cfg={"newton": {"nconmax": 4}})
+    assert small.buffer_sizes()["nconmax"] == 6  # MuJoCo Warp's least
+    for eng, worlds in ((small, 2), (engine("newton", "ants", 2), 0)):
+        eng.set_state(all_worlds(2), *perturbed_state(eng, "ants"))
+        eng.set_dof_torques(torch.zeros(2, eng.num_dof))
+        eng.simulate(40)  # landed: 24 contacts in the two worlds
+        assert eng.diagnostics()["overflow_worlds"].item() == worlds
+    assert small.diagnostics()["overflow_worlds"].item() == 0  # counted since the last call
+    small.set_state(all_worlds(2), *perturbed_state(small, "ants"))
+    small.simulate(1)  # in the air, 8 contacts: room enough
+    assert small.diagnostics()["overflow_worlds"].item() == 0
+    small.simulate(40)
+    assert small.diagnostics()["overflow_worlds"].item() == 2
+    with pytest.raises(ValueError, match="sim.newton.nconmx"):
+        make_engine("newton", ant_scene(), 1, "cpu", sim_cfg={"newton": {"nconmx": 4}})
+    with pytest.raises(ValueError, match="sim.newton.njmax must be >= 1"):
+        make_engine("newton", ant_scene(), 1, "cpu", sim_cfg={"newton": {"njmax": 0}})
+    assert engine("mujoco", "ants", 2).diagnostics() == {}
+
+
 # -- 2. Newton imports the MJCF as MuJoCo compiles it; the engines agree ----------------------
 @pytest.mark.parametrize("scene", ["ants", "balls"])
 def test_newton_compiles_the_mujoco_model(scene):

@@ -35,7 +35,9 @@ def make_engine(name: str, scene: Scene, num_envs: int, device, *,
 
     ``sim_cfg`` (the task config's ``sim`` block: substeps, physx / flex solver settings),
     ``headless``, ``graphics_device_id`` and ``env_spacing`` are read by Isaac Gym only; the
-    MuJoCo-family engines take their physics options from the MJCF and draw no window.
+    MuJoCo-family engines take their physics options from the MJCF and draw no window. Newton
+    reads ``sim_cfg["newton"]``: its per-world contact and constraint-row buffer sizes
+    (``nconmax``, ``njmax``; None: sized from the scene).
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -50,7 +52,12 @@ def make_engine(name: str, scene: Scene, num_envs: int, device, *,
         except ImportError as exc:
             raise ImportError("physics_engine=newton needs newton: pip install 'newton[sim]' "
                               "(%s)" % exc) from exc
-        return NewtonEngine(scene, num_envs, device)
+        sizes = dict((sim_cfg or {}).get("newton") or {})
+        unknown = sorted(set(sizes) - {"nconmax", "njmax"})
+        if unknown:
+            raise ValueError("unknown key sim.newton.%s (known: nconmax, njmax)" % unknown[0])
+        return NewtonEngine(scene, num_envs, device, nconmax=sizes.get("nconmax"),
+                            njmax=sizes.get("njmax"))
     # physx / flex: Isaac Gym (imported by this module if it can be: it must come before torch)
     from .isaacgym_engine import IsaacGymEngine, isaacgym_import_problem
     problem = isaacgym_import_problem(name)

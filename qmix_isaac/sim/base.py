@@ -15,7 +15,7 @@ indices so that resets never need a host sync.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -88,6 +88,12 @@ class Engine:
         open, the engine issues its work on torch's current (capturing) stream, so that the
         caller's graph holds it. The caller captures in torch's ``thread_local`` error mode."""
         raise RuntimeError("the %s engine cannot be recorded in a CUDA graph" % self.name)
+
+    def diagnostics(self) -> Dict[str, torch.Tensor]:
+        """0-d tensors on the engine's device, for the logging interval (reading them syncs):
+        engines with fixed-size buffers say how many worlds overflowed them since the last
+        call. None here."""
+        return {}
 
     # -- shared ---------------------------------------------------------------------------------
     def index_of_actor(self, name: str) -> int:

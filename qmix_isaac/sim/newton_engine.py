@@ -110,6 +110,9 @@ class NewtonEngine(Engine):
         opt = ref.opt
         multiccd = not (opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_MULTICCD))
         ngeom_world = ref.ngeom
+        for key, value in (("nconmax", nconmax), ("njmax", njmax)):
+            if value is not None and int(value) < 1:
+                raise ValueError("sim.newton.%s must be >= 1 (got %s)" % (key, value))
         if nconmax is None:  # contacts per world (the C engine allocates as it goes)
             nconmax = max(48, 2 * ngeom_world)
         if njmax is None:  # constraint rows per world: a pyramidal contact of condim 3 takes 4
@@ -223,6 +226,7 @@ class NewtonEngine(Engine):
         self._use_graph = bool(use_cuda_graph) and self._is_cuda
         self._graphs: Dict[int, object] = {}
         self._external_capture = False  # inside a caller's CUDA graph capture (capture_scope)
+        self._torch_stream_cache = None  # (torch stream, its wp.Stream): _torch_stream
         if self._is_cuda:
             self._stream = wp.get_stream(self.wp_device)
             self._warm_up()
@@ -380,13 +384,22 @@ class NewtonEngine(Engine):
         return out
 
     # -- streams: torch ops run on torch's current stream, Warp's on its own -------------------
+    def _torch_stream(self):
+        """Torch's current stream on this device as a wp.Stream, made once per torch stream (a
+        wp.Stream wrapper per step costs host time on every simulate and set_state)."""
+        current = torch.cuda.current_stream(self.device)
+        cached = self._torch_stream_cache
+        if cached is None or cached[0] != current:
+            cached = self._torch_stream_cache = (current, self._wp.stream_from_torch(current))
+        return cached[1]
+
     def _warp_waits_for_torch(self) -> None:
         if self._is_cuda and not self._external_capture:
-            self._stream.wait_stream(self._wp.stream_from_torch(torch.cuda.current_stream(self.device)))
+            self._stream.wait_stream(self._torch_stream())
 
     def _torch_waits_for_warp(self) -> None:
         if self._is_cuda and not self._external_capture:
-            self._wp.stream_from_torch(torch.cuda.current_stream(self.device)).wait_stream(self._stream)
+            self._torch_stream().wait_stream(self._stream)
 
     @property
     def graph_capturable(self) -> bool:
@@ -525,6 +538,30 @@ class NewtonEngine(Engine):
             self.solver.reset(self.state_0, world_mask=self._reset_mask_wp, flags=0)
             self._newton.eval_fk(self.model, self.state_0.joint_q, self.state_0.joint_qd, self.state_0)
         self._torch_waits_for_warp()
+
+    # MuJoCo Warp's per-world overflow bits that mean dropped contacts or constraint rows (not
+    # ITERATIONS / LS_ITERATIONS: a solve that stopped at its iteration limit); mjw.OverflowType
+    BUFFER_OVERFLOW_BITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8)
+
+    def diagnostics(self) -> Dict[str, torch.Tensor]:
+        """``overflow_worlds``: worlds whose contacts or constraint rows overflowed the fixed
+        buffers (``sim.newton.nconmax`` / ``njmax``) since the last call; the physics of those
+        worlds dropped contacts. MuJoCo Warp's bits are sticky (world resets keep them): the
+        call clears them. Device ops, ordered before the next step; reading the count syncs."""
+        overflow = getattr(self.solver.mjw_data, "overflow", None)
+        if overflow is None:
+            return {}
+        bits = self._wp.to_torch(overflow)
+        worlds = ((bits & self.BUFFER_OVERFLOW_BITS) != 0).sum()
+        bits.zero_()
+        return {"overflow_worlds": worlds}
+
+    def buffer_sizes(self) -> Dict[str, int]:
+        """Per-world contact and constraint-row capacities (``nconmax``, ``njmax``), as MuJoCo
+        Warp sized them (it may round a requested size up); contacts share one pool of
+        ``nconmax * num_envs``."""
+        d = self.solver.mjw_data
+        return {"nconmax": int(d.naconmax) // self.num_envs, "njmax": int(d.njmax)}
 
     def contact_stats(self) -> Dict[str, int]:
         """Host-side check of the solver's fixed buffers after the last step (syncs; for tests).
