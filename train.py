@@ -12,10 +12,11 @@ unknown task, a mistyped override, a missing or foreign checkpoint, CUDA without
 one line on stderr, exit code 2, and no run folder.
 
 Resuming (``checkpoint=`` without ``test=True``) continues the checkpoint's counters (iterations,
-env steps, gradient steps) and learning curves in a new run folder; ``max_iterations`` counts from
-the start of the run. The task and train configs are the checkpoint's, with the command line's
-``task.*`` / ``train.*`` overrides on top; a checkpoint whose task or network shapes differ from
-the requested ones is refused.
+env steps, gradient steps), the task's generator and curriculum levels, and the learning curves in
+a new run folder; ``max_iterations`` counts from the start of the run. The task and train configs
+are the checkpoint's, with the command line's ``task.*`` / ``train.*`` overrides on top
+(``train=`` naming another file than the checkpoint's is refused); a checkpoint whose task or
+network shapes differ from the requested ones is refused.
 """
 from __future__ import annotations
 
@@ -60,6 +61,28 @@ def _checkpoint_train_name(ckpt) -> Optional[str]:
     params = ((ckpt or {}).get("train_cfg") or {}).get("params") or {}
     name = (params.get("config") or {}).get("name")
     return name if name and os.path.isfile(os.path.join(CFG_DIR, "train", name + ".yaml")) else None
+
+
+def train_config_name(argv: List[str], cfg, ckpt) -> Optional[str]:
+    """The cfg/train file whose config the run uses. A resumed or replayed run uses its
+    checkpoint's (plus ``train.*`` overrides): ``train=`` naming another file of the same learner
+    is refused, since it would not be read (another learner: ``check_checkpoint_learner``)."""
+    from qmix_isaac.record.checkpoint import CheckpointError
+    from qmix_isaac.rlgames import checkpoint_learner, learner_of
+
+    given = _given(argv, "train")
+    if ckpt is None:
+        return given or "%sQMIX" % cfg.task.name
+    had = ckpt.get("train_name") or _checkpoint_train_name(ckpt)
+    if given is not None and given != had and learner_of(cfg.train) == checkpoint_learner(ckpt):
+        if had is None:  # written before checkpoints named their train config
+            print("[qmix-isaac] train=%s is not read: the checkpoint's own train config is used "
+                  "(change its values with train.params.<key>=...)" % given, flush=True)
+        else:
+            raise CheckpointError("the checkpoint was trained with train=%s and keeps its train "
+                                  "config: leave out train=%s (change values with "
+                                  "train.params.<key>=...)" % (had, given))
+    return had
 
 
 def compose_config(argv: List[str], checkpoint_task: Optional[str] = None,
@@ -394,6 +417,23 @@ def record_clip(cfg, runner, task_cfg, path: str) -> str:
     return write_mp4(path, frames, fps=max(1, int(round(1.0 / env.dt))))
 
 
+def engine_health(env, stats: Dict[str, float], say, warned: bool) -> bool:
+    """The engine's diagnostics into ``stats`` (``perf/engine_<name>``; a host read: logging
+    interval only); the first time worlds overflow the engine's buffers, one warning naming the
+    keys that size them. Returns whether it has warned."""
+    for key, value in env.engine.diagnostics().items():
+        stats["perf/engine_" + key] = float(value)
+    worlds = int(stats.get("perf/engine_overflow_worlds", 0))
+    if worlds and not warned:
+        sizes = getattr(env.engine, "buffer_sizes", dict)()
+        say("[qmix-isaac] warning: %d world%s overflowed the %s engine's contact / constraint "
+            "buffers and dropped contacts (per world: %s): raise task.sim.newton.nconmax / njmax"
+            % (worlds, "s" if worlds > 1 else "", env.engine.name,
+               ", ".join("%s %d" % kv for kv in sizes.items()) or "-"), flush=True)
+        return True
+    return warned
+
+
 def log_line(it: int, max_it: int, stats: Dict[str, float]) -> str:
     from qmix_isaac.record.run import progress_line
     return progress_line(it, max_it, stats, [("eps", "charts/epsilon", "%.3f"),
@@ -418,7 +458,7 @@ def named_stats(raw: Dict[str, Any], env_steps: int) -> Dict[str, float]:
     return out
 
 
-def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
+def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -> None:
     import torch
 
     from qmix_isaac.distributed import digest, gather_strings
@@ -431,12 +471,29 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
     say = print if main_rank else (lambda *a, **k: None)  # rank 0 alone logs
     ranks = dinfo.world_size
     iteration, history, best = 0, None, -math.inf
+    steps_base = 0  # env steps of all ranks before this job's (a resumed run's count goes on)
     if ckpt is not None:
         load_runner_state(runner, ckpt)
         iteration, history = int(ckpt["iteration"]), ckpt.get("history")
         best = float(ckpt.get("best_score", -math.inf))
+        was_ranks = int(ckpt.get("world_size", 1))
+        steps_base = int(ckpt.get("total_env_steps", runner.env_steps * was_ranks))
+        if was_ranks != ranks:
+            say("[qmix-isaac] the checkpoint ran on %d rank%s, this job on %d: iterations, epsilon "
+                "and the replay ratio go on per rank; env steps count on from %s"
+                % (was_ranks, "s" if was_ranks > 1 else "", ranks, "{:,}".format(steps_base)),
+                flush=True)
         if main_rank:  # other ranks keep their own seed's random streams
             set_rng_state(ckpt["rng"])
+            skipped = env.load_state_dict(ckpt.get("task_state") or {})
+            if skipped:
+                say("[qmix-isaac] the checkpoint's task state %s does not fit this task (device or "
+                    "num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
+    steps_base -= runner.env_steps * ranks
+
+    def total_steps() -> int:
+        """Env steps of every rank since the run began."""
+        return steps_base + runner.env_steps * ranks
     default_its = train_cfg.get("max_iterations", 1000)
     max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
     if iteration >= max_it:
@@ -452,7 +509,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
             % (run.target, iteration, max_it, ", %d ranks" % ranks if ranks > 1 else ""), flush=True)
     if ckpt is not None:
         say("[qmix-isaac] resumed at iteration %d: %d env steps, %d gradient steps"
-            % (iteration, runner.env_steps * ranks, runner.learner.grad_steps), flush=True)
+            % (iteration, total_steps(), runner.learner.grad_steps), flush=True)
 
     def save(name: str, score: float) -> None:
         if run is None:
@@ -461,7 +518,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
             "task": task_cfg["name"], "task_cfg": task_cfg, "train_cfg": train_cfg,
             "shapes": task_shapes(env), "runner": runner.state_dict(), "iteration": iteration,
             "rng": rng_state(), "history": {k: [list(p) for p in v] for k, v in logger.history.items()},
-            "best_score": score, "world_size": ranks})
+            "best_score": score, "world_size": ranks, "total_env_steps": total_steps(),
+            "task_state": env.state_dict(), "train_name": train_name})
 
     def has_best() -> bool:
         return run is not None and os.path.isfile(run.path("nn", "best.pth"))
@@ -471,7 +529,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
     t0 = time.perf_counter()
     stats: Dict[str, float] = {}
     check_syncs = bool(cfg.sync_debug) and torch.device(env.rl_device).type == "cuda"
-    guarded = 0
+    guarded, overflow_warned = 0, False
     try:
         while iteration < max_it:
             # sync_debug: once warm (graphs captured, learning started), any host sync between
@@ -486,10 +544,11 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
                 guarded += 1
             iteration += 1
             if runner.env_steps >= next_log or iteration == max_it:  # every rank at once: lockstep
-                stats = named_stats(runner.pop_stats(), runner.env_steps * ranks)  # over all ranks
+                stats = named_stats(runner.pop_stats(), total_steps())  # over all ranks
+                overflow_warned = engine_health(env, stats, say, overflow_warned)  # rank 0's worlds
                 next_log = runner.env_steps + runner.log_interval
                 if run is not None:
-                    logger.log(runner.env_steps * ranks, stats)
+                    logger.log(total_steps(), stats)
                     say(log_line(iteration, max_it, stats), flush=True)
                     score = stats.get("charts/success_rate", float("nan"))
                     score = stats.get("charts/episode_return", -math.inf) if score != score else score
@@ -527,7 +586,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo) -> None:
         say("[qmix-isaac] parameters on %d ranks: %s (digests %s)"
             % (ranks, "identical" if same else "DIFFERENT", " ".join(digests)), flush=True)
     say("[qmix-isaac] done: %d iterations, %s env steps, %d gradient steps in %.0f s; best %s; "
-        "curves %s" % (iteration, "{:,}".format(runner.env_steps * ranks), runner.learner.grad_steps,
+        "curves %s" % (iteration, "{:,}".format(total_steps()), runner.learner.grad_steps,
                        wall, "%.3f" % best if best > -math.inf else "-",
                        run.url("curves.png") if png else "-"), flush=True)
 
@@ -610,6 +669,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if ckpt is not None and cfg.task.name != ckpt["task"]:
             raise CheckpointError("checkpoint %s is for task %s, not %s"
                                   % (ckpt_path, ckpt["task"], cfg.task.name))
+        train_name = train_config_name(argv, cfg, ckpt)
         for key in ("num_envs", "max_iterations", "eval_episodes", "capture_video_len",
                     "capture_video_freq"):
             _positive(cfg, key)
@@ -642,7 +702,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         elif getattr(runner, "trains_itself", False):  # rl-games PPO / MAPPO: qmix_isaac/rlgames
             runner.learn(cfg, ckpt, task_cfg, train_cfg, usage_error=UsageError)
         else:
-            train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo)
+            train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name)
     except (UsageError, CheckpointError) as exc:
         fail(str(exc))
         return

@@ -256,6 +256,8 @@ def test_ppo_resume_and_evaluate(ppo_run, tmp_path):
     for key, points in before["history"].items():  # the curves go on
         assert after["history"][key][:len(points)] == points
     assert "resumed at iteration 4: 1024 env steps" in out and "[it 5/6]" in out
+    rng0, rng1 = before["task_state"]["rng"], after["task_state"]["rng"]  # the task's draws go on
+    assert rng0.dtype == torch.uint8 and not torch.equal(rng0, rng1)
     # evaluation: any num_envs, the QMIX eval line, no run folder
     out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=3", "eval_episodes=3",
                        "train_dir=%s" % (tmp_path / "eval")]))
@@ -334,6 +336,36 @@ class RandomTeam:
 
     def __call__(self, obs, prev, start, hidden):
         return torch.rand(obs.shape[:2] + (1, self.num_actions), generator=self.gen), None
+
+
+def test_an_epoch_cut_short_by_ctrl_c_is_not_counted(tmp_path):
+    """Ctrl-C in the middle of the third epoch: what is saved says two epochs and their frames
+    (rl-games counted the third when it began)."""
+    from qmix_isaac.rlgames.observer import EpisodeObserver
+    from qmix_isaac.rlgames.runner import RLGamesRunner
+
+    env = qmix_isaac.make("MultiBallPush", num_envs=8, seed=0, physics_engine="mujoco")
+    runner = RLGamesRunner(train_cfg("MultiBallPushPPO"), env)
+    step, calls = env.step, [0]
+
+    def step_then_ctrl_c(actions):
+        calls[0] += 1
+        if calls[0] == 2 * 16 + 5:  # horizon_length 16: inside the third epoch's rollout
+            raise KeyboardInterrupt
+        return step(actions)
+
+    env.step = step_then_ctrl_c
+
+    class NoLogger:
+        def log(self, env_steps, scalars):
+            pass
+
+    observer = EpisodeObserver(NoLogger(), log_interval=10 ** 12, max_epochs=10, save=lambda *a: None,
+                               quiet=True)
+    algo = runner.run(observer, run_dir=str(tmp_path / "run"), max_epochs=10, seed=0)
+    assert observer.epoch == 2 and observer.env_steps == 2 * 16 * 8
+    assert int(algo.epoch_num) == 2 and int(algo.frame) // int(algo.num_agents) == 2 * 16 * 8
+    env.close()
 
 
 def test_ppo_learns_ball_push(tmp_path):

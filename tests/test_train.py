@@ -164,9 +164,36 @@ def test_resume_continues_counters(first_run, resumed_run, ckpt_path):
     assert [(int(i), int(n)) for i, n, _ in its] == [(4, 5), (5, 5)]
     assert int(its[0][2].replace(",", "")) > steps0
     assert "done: 5 iterations, {:,} env steps, {} gradient steps".format(steps1, grads1) in out
+    assert (before["total_env_steps"], after["total_env_steps"]) == (steps0, steps1)  # one rank
+    assert after["train_name"] == before["train_name"] == "MultiBallPushQMIX"
+    # the task's generator goes on: the resumed run did not redraw the first run's layouts
+    rng0, rng1 = before["task_state"]["rng"], after["task_state"]["rng"]
+    assert rng0.dtype == torch.uint8 and not torch.equal(rng0, rng1)
     with open(os.path.join(resumed_run["dir"], "config.yaml")) as f:
         assert yaml.safe_load(f)["task"]["name"] == "MultiBallPush"
     assert os.path.isfile(os.path.join(resumed_run["dir"], "nn", "best.pth"))
+
+
+def test_resume_on_another_number_of_ranks_counts_env_steps_on(ckpt_path, tmp_path):
+    """A checkpoint of a 4-rank job resumed by one process: per-rank counters go on, and the
+    logged env steps (all ranks) continue from the checkpoint's total instead of dropping 4x."""
+    from qmix_isaac.record.checkpoint import save_checkpoint
+    ckpt = load_checkpoint(ckpt_path)
+    per_rank = ckpt["runner"]["env_steps"]
+    ckpt["world_size"] = 4
+    del ckpt["total_env_steps"], ckpt["task_state"]  # as written before they were stored
+    four = str(tmp_path / "four_ranks.pth")
+    save_checkpoint(four, ckpt)
+    out = ok(train_py(["checkpoint=%s" % four, "max_iterations=4", "train_dir=%s" % (tmp_path / "r")]))
+    assert "the checkpoint ran on 4 ranks, this job on 1" in out
+    assert "resumed at iteration 3: {} env steps".format(4 * per_rank) in out
+    after = load_checkpoint(os.path.join(only_run_dir(tmp_path / "r"), "nn", "last.pth"))
+    new = after["runner"]["env_steps"] - per_rank                 # this job's: one iteration
+    assert 8 * 32 <= new < 2 * 8 * 32 and after["world_size"] == 1
+    its = re.findall(r"\[it 4/4\] env steps ([\d,]+)", out)
+    assert its and int(its[0].replace(",", "")) == 4 * per_rank + new
+    assert after["total_env_steps"] == 4 * per_rank + new
+    assert after["history"]["charts/env_steps"][-1][0] == 4 * per_rank + new
 
 
 @pytest.mark.parametrize("num_envs", [1, 3])
@@ -250,6 +277,8 @@ BAD = {
     "other-shape-checkpoint": (["task=MultiBallPush", "task.env.numBalls=3", "checkpoint={ckpt}"],
                                "num_agents"),
     "resume-past-max-iterations": (["checkpoint={ckpt}", "max_iterations=3"], "max_iterations"),
+    "resume-other-train-config": (["checkpoint={ckpt}", "max_iterations=5", "train=MultiAntPushQMIX"],
+                                  "trained with train=MultiBallPushQMIX and keeps its train config"),
     "cuda-without-cuda": (["task=MultiBallPush", "sim_device=cuda:0"], "CUDA"),
     "test-without-checkpoint": (["task=MultiBallPush", "test=True"], "checkpoint"),
     "cpu-block-unknown-key": (["task=MultiBallPush", "+train.cpu.params.agent.hidden_dimm=3"],
@@ -437,6 +466,34 @@ def test_a_drawn_seed_is_drawn_before_the_rank_is_added(monkeypatch):
     monkeypatch.setattr(random.SystemRandom, "randint", lambda self, a, b: 1000)
     assert train.set_seed(-1, False, 3) == 1003  # not 2 (-1 + 3)
     assert train.set_seed(5, False, 3) == 8
+
+
+def test_worlds_overflowing_the_newton_buffers_are_logged_and_warned_once():
+    """Newton with room for 6 contacts per world (``task.sim.newton.nconmax``): the standing
+    ants overflow it; the log gets the count and the run one warning naming the key."""
+    pytest.importorskip("newton", reason="newton[sim] not installed")
+    import qmix_isaac
+    import train
+    env = qmix_isaac.make("MultiAntPush", num_envs=2, seed=0, physics_engine="newton", nconmax=6)
+    env.reset()
+    acts = torch.ones(2, env.num_agents, len(env.action_branches), dtype=torch.long)  # zero torque
+    lines, stats = [], {}
+    say = lambda text, **kw: lines.append(text)  # noqa: E731
+    assert train.engine_health(env, stats, say, False) is False  # nothing stepped yet
+    assert stats == {"perf/engine_overflow_worlds": 0.0} and lines == []
+    for _ in range(6):
+        env.step(acts)
+    assert train.engine_health(env, stats, say, False) is True
+    assert stats["perf/engine_overflow_worlds"] == 2.0
+    assert len(lines) == 1 and "2 worlds overflowed the newton engine" in lines[0]
+    assert "nconmax 6" in lines[0] and "task.sim.newton.nconmax" in lines[0]
+    env.step(acts)
+    assert train.engine_health(env, stats, say, True) is True and len(lines) == 1  # once
+    env.close()
+    ref = qmix_isaac.make("MultiAntPush", num_envs=2, seed=0, physics_engine="mujoco")
+    stats = {}
+    assert train.engine_health(ref, stats, say, False) is False and stats == {}
+    ref.close()
 
 
 @pytest.fixture

@@ -348,6 +348,9 @@ class RLGamesRunner:
             rl_runner.run({"train": True, "play": False, "checkpoint": None, "sigma": None})
         except KeyboardInterrupt:
             print("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
+            if observer.algo is not None:  # rl-games counts an epoch when it starts it and its
+                # frames when it ends: one cut short counts as not run (its frames are not counted)
+                observer.algo.epoch_num = min(int(observer.algo.epoch_num), observer.epoch)
         except Exception:
             if observer.algo is None and errors:
                 raise TrainConfigError(errors[0])
@@ -371,6 +374,10 @@ class RLGamesRunner:
             self.load_state_dict(ckpt["runner"])
             iteration, history = int(ckpt["iteration"]), ckpt.get("history")
             best = float(ckpt.get("best_score", -math.inf))
+            skipped = self.env.load_state_dict(ckpt.get("task_state") or {})
+            if skipped:
+                print("[qmix-isaac] the checkpoint's task state %s does not fit this task (device "
+                      "or num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
         default_its = train_cfg.get("max_iterations", 1000)
         max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
         if iteration >= max_it:
@@ -401,7 +408,7 @@ class RLGamesRunner:
                 "learner": "rl_games", "algo": self.algo_name,
                 "shapes": task_shapes(self.env),
                 "runner": {"rl_games": state, "env_steps": int(algo.frame) // int(algo.num_agents)},
-                "iteration": int(algo.epoch_num), "rng": rng_state(),
+                "iteration": int(algo.epoch_num), "rng": rng_state(), "task_state": self.env.state_dict(),
                 "history": {k: [list(p) for p in v] for k, v in logger.history.items()},
                 "best_score": score})
             if name == "last.pth" and not final:  # after best.pth at each log: one upload for
