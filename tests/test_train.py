@@ -176,15 +176,18 @@ def test_resume_continues_counters(first_run, resumed_run, ckpt_path):
 
 def test_resume_on_another_number_of_ranks_counts_env_steps_on(ckpt_path, tmp_path):
     """A checkpoint of a 4-rank job resumed by one process: per-rank counters go on, and the
-    logged env steps (all ranks) continue from the checkpoint's total instead of dropping 4x."""
+    logged env steps (all ranks) continue from the checkpoint's total instead of dropping 4x.
+    Written before checkpoints named their train file, it cannot refuse ``train=``: it says so."""
     from qmix_isaac.record.checkpoint import save_checkpoint
     ckpt = load_checkpoint(ckpt_path)
     per_rank = ckpt["runner"]["env_steps"]
     ckpt["world_size"] = 4
-    del ckpt["total_env_steps"], ckpt["task_state"]  # as written before they were stored
+    del ckpt["total_env_steps"], ckpt["task_state"], ckpt["train_name"]  # as before they were stored
     four = str(tmp_path / "four_ranks.pth")
     save_checkpoint(four, ckpt)
-    out = ok(train_py(["checkpoint=%s" % four, "max_iterations=4", "train_dir=%s" % (tmp_path / "r")]))
+    out = ok(train_py(["checkpoint=%s" % four, "max_iterations=4", "train_dir=%s" % (tmp_path / "r"),
+                       "train=MultiAntPushQMIX"]))  # an old checkpoint cannot tell: said, not read
+    assert "train=MultiAntPushQMIX is not read: the checkpoint's own train config is used" in out
     assert "the checkpoint ran on 4 ranks, this job on 1" in out
     assert "resumed at iteration 3: {} env steps".format(4 * per_rank) in out
     after = load_checkpoint(os.path.join(only_run_dir(tmp_path / "r"), "nn", "last.pth"))
