@@ -174,7 +174,9 @@ def test_newton_reports_worlds_that_overflow_its_contact_buffers():
     small.set_state(all_worlds(2), *perturbed_state(small, "ants"))
     small.simulate(1)  # in the air, 8 contacts: room enough
     assert small.diagnostics()["overflow_worlds"].item() == 0
-    small.simulate(40)
+    small.simulate(40)  # landed (overflowing) ...
+    small.set_state(all_worlds(2), *perturbed_state(small, "ants"))
+    small.simulate(1)   # ... and back in the air: the count covers every step since the last call
     assert small.diagnostics()["overflow_worlds"].item() == 2
     with pytest.raises(ValueError, match="sim.newton.nconmx"):
         make_engine("newton", ant_scene(), 1, "cpu", sim_cfg={"newton": {"nconmx": 4}})

@@ -227,6 +227,15 @@ class NewtonEngine(Engine):
         self._graphs: Dict[int, object] = {}
         self._external_capture = False  # inside a caller's CUDA graph capture (capture_scope)
         self._torch_stream_cache = None  # (torch stream, its wp.Stream): _torch_stream
+        # MuJoCo Warp's per-world overflow bits, OR-ed over the steps since diagnostics() read
+        # them (the solver zeroes its own before every step); its in-kernel prints are off
+        self._overflow_bits = getattr(self.solver.mjw_data, "overflow", None)
+        self._overflow_acc = torch.zeros(E, dtype=torch.int32, device=dev)
+        self._overflow_acc_wp = wp.from_torch(self._overflow_acc, dtype=wp.int32)
+        if self._overflow_bits is not None:
+            from ._warp_kernels import or_into
+            self._or_into = or_into
+            self.solver.mjw_model.opt.warn_overflow = 0
         if self._is_cuda:
             self._stream = wp.get_stream(self.wp_device)
             self._warm_up()
@@ -457,6 +466,9 @@ class NewtonEngine(Engine):
         wp = self._wp
         for _ in range(steps):
             self.solver.step(s0, s1, self.control, None, self.dt)
+            if self._overflow_bits is not None:  # the solver clears its bits before each step
+                wp.launch(self._or_into, dim=self.num_envs,
+                          inputs=[self._overflow_acc_wp, self._overflow_bits])
             # copy back instead of swapping: the torch views and captured graphs keep one address
             wp.copy(s0.joint_q, s1.joint_q)
             wp.copy(s0.joint_qd, s1.joint_qd)
@@ -539,21 +551,23 @@ class NewtonEngine(Engine):
             self._newton.eval_fk(self.model, self.state_0.joint_q, self.state_0.joint_qd, self.state_0)
         self._torch_waits_for_warp()
 
-    # MuJoCo Warp's per-world overflow bits that mean dropped contacts or constraint rows (not
-    # ITERATIONS / LS_ITERATIONS: a solve that stopped at its iteration limit); mjw.OverflowType
-    BUFFER_OVERFLOW_BITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8)
+    # MuJoCo Warp's per-world overflow bits (mjw.OverflowType) of the buffers nconmax / njmax
+    # size: NEFC, NJMAX_NNZ (constraint rows), BROADPHASE, NARROWPHASE (contacts). Not CCD,
+    # EPA_HORIZON, ... (other fixed buffers) nor ITERATIONS / LS_ITERATIONS (a solve stopped at
+    # its iteration limit)
+    BUFFER_OVERFLOW_BITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3)
 
     def diagnostics(self) -> Dict[str, torch.Tensor]:
         """``overflow_worlds``: worlds whose contacts or constraint rows overflowed the fixed
-        buffers (``sim.newton.nconmax`` / ``njmax``) since the last call; the physics of those
-        worlds dropped contacts. MuJoCo Warp's bits are sticky (world resets keep them): the
-        call clears them. Device ops, ordered before the next step; reading the count syncs."""
-        overflow = getattr(self.solver.mjw_data, "overflow", None)
-        if overflow is None:
+        buffers (``sim.newton.nconmax`` / ``njmax``) in any physics step since the last call;
+        the physics of those worlds dropped contacts. Contacts share one pool of ``nconmax *
+        num_envs``: when it overflows, every world is flagged. Device ops, ordered before the
+        next step; reading the count syncs."""
+        if self._overflow_bits is None:
             return {}
-        bits = self._wp.to_torch(overflow)
-        worlds = ((bits & self.BUFFER_OVERFLOW_BITS) != 0).sum()
-        bits.zero_()
+        acc = self._overflow_acc
+        worlds = ((acc & self.BUFFER_OVERFLOW_BITS) != 0).sum()
+        acc.zero_()
         return {"overflow_worlds": worlds}
 
     def buffer_sizes(self) -> Dict[str, int]:
