@@ -43,30 +43,19 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 # The yaml is sized for thousands of envs on a GPU (4096 envs, batch 512, 2.1M-step replay,
 # epsilon annealed over 5M steps). A 2-core CPU collects ~15k env steps/s at 64 envs and does
 # one gradient step on 32 sequences x 32 steps in ~25 ms on one torch thread, so a few minutes
-# is a few hundred thousand env steps. These overrides shrink everything to that budget, and
-# with ~10k gradient steps in all (not ~100k as on the GPU) the target network is copied every
-# 50 gradient steps instead of 200 and Adam runs at lr 1e-3 instead of 5e-4; the rest (QMIX
-# mixer, double Q, TD(lambda) 0.6, gamma 0.99, seq_len 32) is the yaml's. Measured on seed 0 (greedy success): replay
-# ratio 0.004 -> 0.05 at 450k env steps; 0.008 -> 0.13 at 300k, 0.38 at 600k; 0.016 -> 0.31
-# at 300k (progress follows gradient steps; gradient steps dominate the wall time either way).
-# The same sizes with train.py (Hydra dotted overrides of the train config):
-#   python train.py task=MultiBallPush num_envs=64 train.params.agent.hidden_dim=64 \
-#     train.params.replay.capacity=4096 train.params.exploration.eps_anneal_steps=100000 \
-#     train.params.runner.batch_size=32 train.params.runner.replay_ratio=0.016 \
-#     train.params.runner.learning_starts=8192
-CPU_NUM_ENVS = 64
-CPU_OVERRIDES: Dict[str, Dict[str, Any]] = {
-    "agent": {"hidden_dim": 64},              # GRU width: 64 is plenty for 14 inputs, 2x cheaper than 128
-    "learner": {"lr": 1e-3, "target_update_interval": 50},  # ~10k grad steps in all: faster steps, fresher targets
-    "replay": {"capacity": 4096},             # sequences: 4096 * 32 = 131k env steps (the last ~330 episodes)
-    "exploration": {"eps_anneal_steps": 100_000},  # 1.0 -> 0.05 over the first quarter of the budget
-    "runner": {
-        "batch_size": 32,                     # sequences per gradient step (1024 transitions, ~25 ms)
-        "replay_ratio": 0.016,                # 32 grad steps per collect of 64 x 32: each step replayed ~16x
-        "learning_starts": 8192,              # 4 collects: the first 4 x 64 sequences
-        "log_interval": 10**12,               # this script reads statistics at its own evaluations
-    },
-}
+# is a few hundred thousand env steps: the yaml's cpu: block (what train.py takes on a CPU, with
+# the measurements behind each value) shrinks everything to that budget. This script reads
+# statistics at its own evaluations, so the runner never logs.
+def _cpu_block() -> Dict[str, Any]:
+    import yaml
+
+    with open(TRAIN_CFG) as f:
+        return yaml.safe_load(f)["cpu"]
+
+
+CPU_NUM_ENVS = int(_cpu_block()["num_envs"])
+CPU_OVERRIDES: Dict[str, Dict[str, Any]] = copy.deepcopy(_cpu_block()["params"])
+CPU_OVERRIDES["runner"]["log_interval"] = 10 ** 12
 CPU_TASK_OVERRIDES: Dict[str, Any] = {}
 DEFAULT_ENV_STEPS = 400_000
 EVAL_NUM_ENVS = 32
