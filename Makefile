@@ -2,8 +2,10 @@
 #   make test                       # creates .venv, installs (+ Debian GL libs), checks 3.8 syntax and
 #                                   # the Isaac Gym engine's API use (mypy), runs pytest
 #   make train ARGS="task=MultiAntPush"
-# torch==2.13.0 is the CPU build on a machine without CUDA and the CUDA build on one with it.
+# torch==2.13.0 comes from pip's index: PyPI's Linux wheel is the CUDA build; on a CPU-only
+# machine TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU build instead.
 PY := .venv/bin/python
+TORCH_INDEX ?=
 export WARP_CACHE_PATH ?= $(CURDIR)/.warp_cache
 
 SYSDEPS := libosmesa6 xvfb libgl1 libglx-mesa0 libxtst6
@@ -23,7 +25,7 @@ sysdeps:
 .venv/.installed: setup.py
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

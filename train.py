@@ -1,4 +1,5 @@
-"""Train, resume, evaluate or watch a QMIX team — IsaacGymEnvs conventions, Hydra overrides.
+"""Train, resume, evaluate or watch a QMIX (or rl-games PPO / MAPPO) team — IsaacGymEnvs
+conventions, Hydra overrides.
 
     python train.py task=MultiAntPush                         # train (Newton on CUDA, MuJoCo on CPU)
     python train.py task=MultiBallPush num_envs=64 max_iterations=200
@@ -7,7 +8,8 @@
     python train.py test=True checkpoint=... headless=False [viewer_steps=N]   # watch (ESC quits)
 
 A run writes ``<train_dir>/<experiment>_<date>/``: ``config.yaml`` (resolved), ``nn/last.pth``
-and ``nn/best.pth``, TensorBoard ``summaries/``, ``curves.png`` and ``videos/``. Bad input (an
+and ``nn/best.pth``, TensorBoard ``summaries/``, ``curves.png`` and (``capture_video=True``)
+``videos/``. Bad input (an
 unknown task, a mistyped override, a missing or foreign checkpoint, CUDA without CUDA) ends with
 one line on stderr, exit code 2, and no run folder.
 
@@ -417,23 +419,6 @@ def record_clip(cfg, runner, task_cfg, path: str) -> str:
     return write_mp4(path, frames, fps=max(1, int(round(1.0 / env.dt))))
 
 
-def engine_health(env, stats: Dict[str, float], say, warned: bool) -> bool:
-    """The engine's diagnostics into ``stats`` (``perf/engine_<name>``; a host read: logging
-    interval only); the first time worlds overflow the engine's buffers, one warning naming the
-    keys that size them. Returns whether it has warned."""
-    for key, value in env.engine.diagnostics().items():
-        stats["perf/engine_" + key] = float(value)
-    worlds = int(stats.get("perf/engine_overflow_worlds", 0))
-    if worlds and not warned:
-        sizes = getattr(env.engine, "buffer_sizes", dict)()
-        say("[qmix-isaac] warning: %d world%s overflowed the %s engine's contact / constraint "
-            "buffers and dropped contacts (per world: %s): raise task.sim.newton.nconmax / njmax"
-            % (worlds, "s" if worlds > 1 else "", env.engine.name,
-               ", ".join("%s %d" % kv for kv in sizes.items()) or "-"), flush=True)
-        return True
-    return warned
-
-
 def log_line(it: int, max_it: int, stats: Dict[str, float]) -> str:
     from qmix_isaac.record.run import progress_line
     return progress_line(it, max_it, stats, [("eps", "charts/epsilon", "%.3f"),
@@ -464,7 +449,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
     from qmix_isaac.distributed import digest, gather_strings
     from qmix_isaac.record.checkpoint import rng_state, save_checkpoint, set_rng_state, task_shapes
     from qmix_isaac.record.curves import plot_curves
-    from qmix_isaac.record.run import RunSetupError, start_run
+    from qmix_isaac.record.run import RunSetupError, engine_health, start_run
     from qmix_isaac.record.storage import StorageError
 
     main_rank = dinfo.is_main
@@ -483,12 +468,15 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
                 "and the replay ratio go on per rank; env steps count on from %s"
                 % (was_ranks, "s" if was_ranks > 1 else "", ranks, "{:,}".format(steps_base)),
                 flush=True)
+        task_state = dict(ckpt.get("task_state") or {})
         if main_rank:  # other ranks keep their own seed's random streams
             set_rng_state(ckpt["rng"])
-            skipped = env.load_state_dict(ckpt.get("task_state") or {})
-            if skipped:
-                say("[qmix-isaac] the checkpoint's task state %s does not fit this task (device or "
-                    "num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
+        else:  # and take rank 0's per-world state (curriculum levels): the best estimate of theirs
+            task_state.pop("rng", None)
+        skipped = env.load_state_dict(task_state)
+        if skipped:
+            say("[qmix-isaac] the checkpoint's task state %s does not fit this task (device or "
+                "num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
     steps_base -= runner.env_steps * ranks
 
     def total_steps() -> int:

@@ -166,12 +166,22 @@ def test_resume_continues_counters(first_run, resumed_run, ckpt_path):
     assert "done: 5 iterations, {:,} env steps, {} gradient steps".format(steps1, grads1) in out
     assert (before["total_env_steps"], after["total_env_steps"]) == (steps0, steps1)  # one rank
     assert after["train_name"] == before["train_name"] == "MultiBallPushQMIX"
-    # the task's generator goes on: the resumed run did not redraw the first run's layouts
-    rng0, rng1 = before["task_state"]["rng"], after["task_state"]["rng"]
-    assert rng0.dtype == torch.uint8 and not torch.equal(rng0, rng1)
     with open(os.path.join(resumed_run["dir"], "config.yaml")) as f:
         assert yaml.safe_load(f)["task"]["name"] == "MultiBallPush"
     assert os.path.isfile(os.path.join(resumed_run["dir"], "nn", "best.pth"))
+
+
+def test_resume_restores_the_task_generator(resumed_run, ckpt_path, tmp_path):
+    """The resumed task draws from the checkpoint's generator, not from the command line's seed:
+    resumed with another seed (the learner's random state is the checkpoint's too) it makes the
+    same start layouts and ends in the same state."""
+    out = ok(train_py(["checkpoint=%s" % ckpt_path, "max_iterations=5", "seed=7",
+                       "train_dir=%s" % (tmp_path / "seed7")]))
+    assert "resumed at iteration 3" in out
+    a = load_checkpoint(os.path.join(resumed_run["dir"], "nn", "last.pth"))
+    b = load_checkpoint(os.path.join(only_run_dir(tmp_path / "seed7"), "nn", "last.pth"))
+    assert torch.equal(a["task_state"]["rng"], b["task_state"]["rng"])
+    assert a["history"]["losses/td_loss"] == b["history"]["losses/td_loss"]
 
 
 def test_resume_on_another_number_of_ranks_counts_env_steps_on(ckpt_path, tmp_path):
@@ -238,7 +248,11 @@ def check_clip(path, frames_expected):
 
 
 def test_video_while_training(tmp_path):
-    out = ok(train_py(SMALL + ["num_envs=2", "max_iterations=1", "capture_video=True",
+    # no gradient step before the clip, and a network whose fresh weights (seed 42) pick moving
+    # actions: at hidden_dim 64 (the cpu: block's) both balls' greedy action is to stand still
+    small = [a for a in SMALL if "learning_starts" not in a] + \
+        ["train.params.runner.learning_starts=100000", "train.params.agent.hidden_dim=128"]
+    out = ok(train_py(small + ["num_envs=2", "max_iterations=1", "capture_video=True",
                                "capture_video_freq=1", "capture_video_len=12",
                                "train_dir=%s" % tmp_path]))
     clips = glob.glob(os.path.join(only_run_dir(tmp_path), "videos", "*.mp4"))
@@ -288,7 +302,7 @@ BAD = {
                               "cpu.params.agent.hidden_dimm names no key"),
     # weights that do not fit the network: resumed, and played back
     "checkpoint-other-hidden-dim": (["checkpoint={ckpt}", "max_iterations=5",
-                                     "train.params.agent.hidden_dim=64"],
+                                     "train.params.agent.hidden_dim=32"],
                                     "checkpoint's weights do not fit this train config's network"),
     "checkpoint-other-mixer": (["test=True", "checkpoint={ckpt}", "train.params.mixer.name=vdn"],
                                "checkpoint's weights do not fit this train config's network"),
@@ -476,26 +490,26 @@ def test_worlds_overflowing_the_newton_buffers_are_logged_and_warned_once():
     ants overflow it; the log gets the count and the run one warning naming the key."""
     pytest.importorskip("newton", reason="newton[sim] not installed")
     import qmix_isaac
-    import train
+    from qmix_isaac.record.run import engine_health
     env = qmix_isaac.make("MultiAntPush", num_envs=2, seed=0, physics_engine="newton", nconmax=6)
     env.reset()
     acts = torch.ones(2, env.num_agents, len(env.action_branches), dtype=torch.long)  # zero torque
     lines, stats = [], {}
     say = lambda text, **kw: lines.append(text)  # noqa: E731
-    assert train.engine_health(env, stats, say, False) is False  # nothing stepped yet
+    assert engine_health(env, stats, say, False) is False  # nothing stepped yet
     assert stats == {"perf/engine_overflow_worlds": 0.0} and lines == []
     for _ in range(6):
         env.step(acts)
-    assert train.engine_health(env, stats, say, False) is True
+    assert engine_health(env, stats, say, False) is True
     assert stats["perf/engine_overflow_worlds"] == 2.0
     assert len(lines) == 1 and "2 worlds overflowed the newton engine" in lines[0]
     assert "nconmax 6" in lines[0] and "task.sim.newton.nconmax" in lines[0]
     env.step(acts)
-    assert train.engine_health(env, stats, say, True) is True and len(lines) == 1  # once
+    assert engine_health(env, stats, say, True) is True and len(lines) == 1  # once
     env.close()
     ref = qmix_isaac.make("MultiAntPush", num_envs=2, seed=0, physics_engine="mujoco")
     stats = {}
-    assert train.engine_health(ref, stats, say, False) is False and stats == {}
+    assert engine_health(ref, stats, say, False) is False and stats == {}
     ref.close()
 
 

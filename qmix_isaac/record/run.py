@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .checkpoint import atomic_write_text
 from .logger import RunLogger
 from .storage import RunFolder, StorageError, download_file, is_url, new_run_folder, remote_exists
 
-__all__ = ["RunSetupError", "episode_metric", "progress_line", "start_run"]
+__all__ = ["RunSetupError", "engine_health", "episode_metric", "progress_line", "start_run"]
 
 
 class RunSetupError(ValueError):
@@ -78,3 +78,20 @@ def episode_metric(key: str) -> str:
     """Logged name of an episode statistic (a key of ``extras["episode"]``): the main three as
     ``charts/…`` (CleanRL's names), the rest (reward terms, final distances) as ``episode/…``."""
     return _CHARTS.get(key, "episode/" + key)
+
+
+def engine_health(env, stats: Dict[str, float], say: Callable[..., Any], warned: bool) -> bool:
+    """The engine's diagnostics into ``stats`` (``perf/engine_<name>``; a host read: logging
+    interval only); the first time worlds overflow the engine's buffers, one warning naming the
+    keys that size them. Returns whether it has warned."""
+    for key, value in env.engine.diagnostics().items():
+        stats["perf/engine_" + key] = float(value)
+    worlds = int(stats.get("perf/engine_overflow_worlds", 0))
+    if worlds and not warned:
+        sizes = getattr(env.engine, "buffer_sizes", dict)()
+        say("[qmix-isaac] warning: %d world%s overflowed the %s engine's contact / constraint "
+            "buffers and dropped contacts (per world: %s): raise task.sim.newton.nconmax / njmax"
+            % (worlds, "s" if worlds > 1 else "", env.engine.name,
+               ", ".join("%s %d" % kv for kv in sizes.items()) or "-"), flush=True)
+        return True
+    return warned

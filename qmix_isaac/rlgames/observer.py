@@ -80,8 +80,10 @@ class EpisodeObserver(AlgoObserver):
 
     def __init__(self, logger, *, log_interval: int, max_epochs: int,
                  save: Callable[[Any, str, float], None], best: float = -math.inf,
-                 summaries_dir: Optional[str] = None, quiet: bool = False) -> None:
+                 summaries_dir: Optional[str] = None, quiet: bool = False,
+                 health: Optional[Callable[[Dict[str, float]], None]] = None) -> None:
         super().__init__()
+        self.health = health  # adds the engine's diagnostics to each log's statistics
         self.logger = logger
         self.log_interval = int(log_interval)
         self.max_epochs = int(max_epochs)
@@ -182,6 +184,8 @@ class EpisodeObserver(AlgoObserver):
         stats["charts/env_steps_per_s"] = (self.env_steps - self._steps_log) / max(now - self._t_log, 1e-9)
         self._t_log, self._steps_log = now, self.env_steps
         self._next_log = self.env_steps + self.log_interval
+        if self.health is not None:
+            self.health(stats)
         self.logger.log(self.env_steps, stats)
         line = log_line(self.epoch, self.max_epochs, stats)
         self.lines.append(line)

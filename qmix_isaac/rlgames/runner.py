@@ -348,9 +348,11 @@ class RLGamesRunner:
             rl_runner.run({"train": True, "play": False, "checkpoint": None, "sigma": None})
         except KeyboardInterrupt:
             print("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
-            if observer.algo is not None:  # rl-games counts an epoch when it starts it and its
-                # frames when it ends: one cut short counts as not run (its frames are not counted)
-                observer.algo.epoch_num = min(int(observer.algo.epoch_num), observer.epoch)
+            algo = observer.algo
+            if algo is not None:  # rl-games counts an epoch when it starts it and its frames
+                # when it ends, before the observer hears of it: one cut short counts as not run
+                algo.epoch_num = min(int(algo.epoch_num), observer.epoch)
+                algo.frame = min(int(algo.frame), observer.env_steps * int(algo.num_agents))
         except Exception:
             if observer.algo is None and errors:
                 raise TrainConfigError(errors[0])
@@ -366,7 +368,7 @@ class RLGamesRunner:
         """Train in a new run folder (``record.run.start_run``: local, or staged for object
         storage), as train.py's QMIX loop does; bad input raises ``usage_error(one line)``."""
         from qmix_isaac.record.curves import plot_curves
-        from qmix_isaac.record.run import RunSetupError, start_run
+        from qmix_isaac.record.run import RunSetupError, engine_health, start_run
         from qmix_isaac.record.storage import StorageError
 
         iteration, history, best = 0, None, -math.inf
@@ -414,8 +416,13 @@ class RLGamesRunner:
             if name == "last.pth" and not final:  # after best.pth at each log: one upload for
                 run.try_sync()                      # both (a failure warns; run.close() at the end)
 
+        warned = [False]
+
+        def health(stats: Dict[str, float]) -> None:
+            warned[0] = engine_health(self.env, stats, print, warned[0])
+
         observer = EpisodeObserver(logger, log_interval=log_interval, max_epochs=max_it, save=save,
-                                   best=best, summaries_dir=run.path("summaries"))
+                                   best=best, summaries_dir=run.path("summaries"), health=health)
         t0 = time.perf_counter()
         try:
             algo = self.run(observer, run_dir=run.local, max_epochs=max_it, seed=int(cfg.seed),
