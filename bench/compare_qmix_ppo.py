@@ -163,6 +163,9 @@ def run_one(learner: str, seed: int, kwargs: Dict[str, Any]) -> Dict[str, Any]:
 # figures and tables
 # ------------------------------------------------------------------------------------------------
 def _mean_std(values: List[float], fmt: str = "%.3f") -> str:
+    """Mean ± std over seeds; a NaN (no training episode ended in the interval) makes it n/a."""
+    if any(v != v for v in values):
+        return "n/a"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return (fmt + " ± " + fmt) % (statistics.fmean(values), sd) if len(values) > 1 else fmt % values[0]
 

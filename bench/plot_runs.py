@@ -71,6 +71,9 @@ def main(argv=None):
     for run, label in zip(a.runs, labels):
         scale = policy_dt(run) if a.x == "sim_seconds" else 1.0
         curves[label] = {k: [(s * scale, v) for s, v in pts] for k, pts in scalars(run, a.keys).items()}
+    if not any(pts for c in curves.values() for pts in c.values()):
+        p.error("none of the runs logged any of --keys %s (a mistyped key, or runs too short to "
+                "log one)" % " ".join(a.keys))
 
     import matplotlib
     matplotlib.use("Agg")
