@@ -458,8 +458,12 @@ class NewtonEngine(Engine):
         with wp.ScopedDevice(self.wp_device), self._stream_scope():
             self.solver.step(self.state_0, self.state_1, self.control, None, self.dt)  # into state_1 only
             self.solver.reset(self.state_0, world_mask=self._reset_mask_wp, flags=0)  # clears warm-start
+            if self._overflow_bits is not None:
+                wp.launch(self._or_into, dim=self.num_envs,
+                          inputs=[self._overflow_acc_wp, self._overflow_bits])
         wp.synchronize_device(self.wp_device)
         self._reset_mask.fill_(False)
+        self._overflow_acc.zero_()  # the warm-up step is no step of the run
 
     def _step_loop(self, steps: int) -> None:
         s0, s1 = self.state_0, self.state_1
@@ -552,10 +556,10 @@ class NewtonEngine(Engine):
         self._torch_waits_for_warp()
 
     # MuJoCo Warp's per-world overflow bits (mjw.OverflowType) of the buffers nconmax / njmax
-    # size: NEFC, NJMAX_NNZ (constraint rows), BROADPHASE, NARROWPHASE (contacts). Not CCD,
-    # EPA_HORIZON, ... (other fixed buffers) nor ITERATIONS / LS_ITERATIONS (a solve stopped at
-    # its iteration limit)
-    BUFFER_OVERFLOW_BITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3)
+    # size: NEFC, NJMAX_NNZ (constraint rows), BROADPHASE, NARROWPHASE, CCD (contacts: Newton
+    # leaves naccdmax at MuJoCo Warp's default, naconmax). Not EPA_HORIZON, ... (other fixed
+    # buffers) nor ITERATIONS / LS_ITERATIONS (a solve stopped at its iteration limit)
+    BUFFER_OVERFLOW_BITS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4)
 
     def diagnostics(self) -> Dict[str, torch.Tensor]:
         """``overflow_worlds``: worlds whose contacts or constraint rows overflowed the fixed
