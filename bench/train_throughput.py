@@ -2,6 +2,7 @@
 
     python bench/train_throughput.py                                   # CPU: MultiAntPush, mujoco, E = 64, 256
     python bench/train_throughput.py --device cuda:0 --num-envs 1024 4096 8192 16384 [--cuda-graph]
+    python bench/train_throughput.py --cpu-block --num-envs 64          # what train.py runs on a CPU
 
 For each ``num_envs`` E, on the real task with the QMIX learner of ``cfg/train/<task>QMIX.yaml``
 (``--set section.key=value`` overrides it; ``learning_starts`` is 0 so every iteration trains):
@@ -39,9 +40,15 @@ from sim_throughput import _sync, engine_step, random_inputs, rate  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def train_config(task: str, sets):
+def train_config(task: str, sets, cpu_block: bool = False):
+    """The train config's ``params`` (with its ``cpu:`` block's on top when asked), learning
+    from the first iteration, then the ``--set`` overrides."""
     with open(os.path.join(ROOT, "cfg", "train", "%sQMIX.yaml" % task)) as f:
-        cfg = yaml.safe_load(f)["params"]
+        doc = yaml.safe_load(f)
+    cfg = doc["params"]
+    if cpu_block:
+        for section, values in ((doc.get("cpu") or {}).get("params") or {}).items():
+            cfg[section] = dict(cfg[section], **values)
     cfg["runner"]["learning_starts"] = 0
     return apply_sets(cfg, sets)
 
@@ -99,8 +106,10 @@ def main(argv=None):
     p.add_argument("--cuda-graph", action="store_true", help="env.cudaGraph: the task step as one CUDA graph")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="train config override, e.g. --set runner.batch_size=64")
+    p.add_argument("--cpu-block", action="store_true",
+                   help="the train config's cpu: block on top of its params, as train.py on a CPU")
     a = p.parse_args(argv)
-    cfg = train_config(a.task, a.sets)
+    cfg = train_config(a.task, a.sets, a.cpu_block)
     print("# %s, %s, engine %s, torch %s, %s, %s" % (
         a.task, a.device, a.engine, torch.__version__, platform.processor() or platform.machine(),
         time.strftime("%Y-%m-%d")))
