@@ -325,6 +325,8 @@ BAD = {
     "test-maybe": (["task=MultiBallPush", "test=maybe"], "test must be true or false"),
     "num-balls-word": (["task=MultiBallPush", "task.env.numBalls=abc"],
                        "task.env.numBalls must be a number (got abc)"),
+    "newton-buffer-zero": (["task=MultiBallPush", "physics_engine=newton", "task.sim.newton.nconmax=0"],
+                           "sim.newton.nconmax must be >= 1 (got 0)"),
 }
 
 
