@@ -180,7 +180,7 @@ def test_newton_reports_worlds_that_overflow_its_contact_buffers():
     assert small.diagnostics()["overflow_worlds"].item() == 2
     with pytest.raises(ValueError, match="sim.newton.nconmx"):
         make_engine("newton", ant_scene(), 1, "cpu", sim_cfg={"newton": {"nconmx": 4}})
-    with pytest.raises(ValueError, match="sim.newton.njmax must be >= 1"):
+    with pytest.raises(ValueError, match="sim.newton.njmax must be an integer >= 1"):
         make_engine("newton", ant_scene(), 1, "cpu", sim_cfg={"newton": {"njmax": 0}})
     assert engine("mujoco", "ants", 2).diagnostics() == {}
 

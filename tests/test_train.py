@@ -326,7 +326,7 @@ BAD = {
     "num-balls-word": (["task=MultiBallPush", "task.env.numBalls=abc"],
                        "task.env.numBalls must be a number (got abc)"),
     "newton-buffer-zero": (["task=MultiBallPush", "physics_engine=newton", "task.sim.newton.nconmax=0"],
-                           "sim.newton.nconmax must be >= 1 (got 0)"),
+                           "sim.newton.nconmax must be an integer >= 1 (got 0)"),
 }
 
 

@@ -7,7 +7,7 @@ CUDA, MuJoCo otherwise.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -26,6 +26,21 @@ def resolve_engine_name(name: str, device) -> str:
     if name == "auto":
         return "newton" if torch.device(device).type == "cuda" else "mujoco"
     return name
+
+
+def _newton_sizes(sim_cfg: Optional[Mapping[str, Any]]) -> Dict[str, Optional[int]]:
+    """``sim.newton``'s per-world buffer sizes (None: from the scene), checked."""
+    sizes = dict((sim_cfg or {}).get("newton") or {})
+    unknown = sorted(set(sizes) - {"nconmax", "njmax"})
+    if unknown:
+        raise ValueError("unknown key sim.newton.%s (known: nconmax, njmax)" % unknown[0])
+    out: Dict[str, Optional[int]] = {}
+    for key in ("nconmax", "njmax"):
+        value = sizes.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError("sim.newton.%s must be an integer >= 1 (got %s)" % (key, value))
+        out[key] = value
+    return out
 
 
 def make_engine(name: str, scene: Scene, num_envs: int, device, *,
@@ -47,17 +62,13 @@ def make_engine(name: str, scene: Scene, num_envs: int, device, *,
         from .mujoco_engine import MujocoEngine
         return MujocoEngine(scene, num_envs, device)
     if name == "newton":
+        sizes = _newton_sizes(sim_cfg)  # before Warp starts (and says things on stderr)
         try:
             from .newton_engine import NewtonEngine
         except ImportError as exc:
             raise ImportError("physics_engine=newton needs newton: pip install 'newton[sim]' "
                               "(%s)" % exc) from exc
-        sizes = dict((sim_cfg or {}).get("newton") or {})
-        unknown = sorted(set(sizes) - {"nconmax", "njmax"})
-        if unknown:
-            raise ValueError("unknown key sim.newton.%s (known: nconmax, njmax)" % unknown[0])
-        return NewtonEngine(scene, num_envs, device, nconmax=sizes.get("nconmax"),
-                            njmax=sizes.get("njmax"))
+        return NewtonEngine(scene, num_envs, device, **sizes)
     # physx / flex: Isaac Gym (imported by this module if it can be: it must come before torch)
     from .isaacgym_engine import IsaacGymEngine, isaacgym_import_problem
     problem = isaacgym_import_problem(name)

@@ -110,9 +110,6 @@ class NewtonEngine(Engine):
         opt = ref.opt
         multiccd = not (opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_MULTICCD))
         ngeom_world = ref.ngeom
-        for key, value in (("nconmax", nconmax), ("njmax", njmax)):
-            if value is not None and int(value) < 1:
-                raise ValueError("sim.newton.%s must be >= 1 (got %s)" % (key, value))
         if nconmax is None:  # contacts per world (the C engine allocates as it goes)
             nconmax = max(48, 2 * ngeom_world)
         if njmax is None:  # constraint rows per world: a pyramidal contact of condim 3 takes 4
