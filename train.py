@@ -447,7 +447,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
     import torch
 
     from qmix_isaac.distributed import digest, gather_strings
-    from qmix_isaac.record.checkpoint import rng_state, save_checkpoint, set_rng_state, task_shapes
+    from qmix_isaac.record.checkpoint import (restore_task_state, rng_state, save_checkpoint,
+                                              set_rng_state, task_shapes)
     from qmix_isaac.record.curves import plot_curves
     from qmix_isaac.record.run import RunSetupError, engine_health, start_run
     from qmix_isaac.record.storage import StorageError
@@ -456,32 +457,27 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
     say = print if main_rank else (lambda *a, **k: None)  # rank 0 alone logs
     ranks = dinfo.world_size
     iteration, history, best = 0, None, -math.inf
-    steps_base = 0  # env steps of all ranks before this job's (a resumed run's count goes on)
+    steps_offset = 0  # total env steps of the run = offset + this job's per-rank count x ranks
     if ckpt is not None:
         load_runner_state(runner, ckpt)
         iteration, history = int(ckpt["iteration"]), ckpt.get("history")
         best = float(ckpt.get("best_score", -math.inf))
         was_ranks = int(ckpt.get("world_size", 1))
-        steps_base = int(ckpt.get("total_env_steps", runner.env_steps * was_ranks))
+        steps_before = int(ckpt.get("total_env_steps", runner.env_steps * was_ranks))
+        steps_offset = steps_before - runner.env_steps * ranks
         if was_ranks != ranks:
             say("[qmix-isaac] the checkpoint ran on %d rank%s, this job on %d: iterations, epsilon "
                 "and the replay ratio go on per rank; env steps count on from %s"
-                % (was_ranks, "s" if was_ranks > 1 else "", ranks, "{:,}".format(steps_base)),
+                % (was_ranks, "s" if was_ranks > 1 else "", ranks, "{:,}".format(steps_before)),
                 flush=True)
-        task_state = dict(ckpt.get("task_state") or {})
         if main_rank:  # other ranks keep their own seed's random streams
             set_rng_state(ckpt["rng"])
-        else:  # and take rank 0's per-world state (curriculum levels): the best estimate of theirs
-            task_state.pop("rng", None)
-        skipped = env.load_state_dict(task_state)
-        if skipped:
-            say("[qmix-isaac] the checkpoint's task state %s does not fit this task (device or "
-                "num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
-    steps_base -= runner.env_steps * ranks
+        # every rank takes rank 0's per-world state (curriculum levels): the best estimate of its own
+        restore_task_state(env, ckpt, say, with_rng=main_rank)
 
     def total_steps() -> int:
         """Env steps of every rank since the run began."""
-        return steps_base + runner.env_steps * ranks
+        return steps_offset + runner.env_steps * ranks
     default_its = train_cfg.get("max_iterations", 1000)
     max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
     if iteration >= max_it:

@@ -53,8 +53,9 @@ def _cpu_block() -> Dict[str, Any]:
         return yaml.safe_load(f)["cpu"]
 
 
-CPU_NUM_ENVS = int(_cpu_block()["num_envs"])
-CPU_OVERRIDES: Dict[str, Dict[str, Any]] = copy.deepcopy(_cpu_block()["params"])
+_CPU = _cpu_block()
+CPU_NUM_ENVS = int(_CPU["num_envs"])
+CPU_OVERRIDES: Dict[str, Dict[str, Any]] = _CPU["params"]
 CPU_OVERRIDES["runner"]["log_interval"] = 10 ** 12
 CPU_TASK_OVERRIDES: Dict[str, Any] = {}
 DEFAULT_ENV_STEPS = 400_000

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import qmix_isaac  # noqa: E402
 from qmix_isaac.runner import build_runner  # noqa: E402
 
-from learn_ball_push import apply_sets  # noqa: E402
+from learn_ball_push import _merge, apply_sets  # noqa: E402
 from sim_throughput import _sync, engine_step, random_inputs, rate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +47,7 @@ def train_config(task: str, sets, cpu_block: bool = False):
         doc = yaml.safe_load(f)
     cfg = doc["params"]
     if cpu_block:
-        for section, values in ((doc.get("cpu") or {}).get("params") or {}).items():
-            cfg[section] = dict(cfg[section], **values)
+        cfg = _merge(cfg, (doc.get("cpu") or {}).get("params") or {})
     cfg["runner"]["learning_starts"] = 0
     return apply_sets(cfg, sets)
 

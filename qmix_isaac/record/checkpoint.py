@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping
 import torch
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_compatible",
-           "task_shapes", "rng_state", "set_rng_state", "atomic_write_text"]
+           "task_shapes", "restore_task_state", "rng_state", "set_rng_state", "atomic_write_text"]
 
 FORMAT = 1
 REQUIRED = ("task", "task_cfg", "train_cfg", "shapes", "runner", "iteration", "rng")
@@ -105,6 +105,18 @@ def check_compatible(ckpt: Mapping[str, Any], task: str, env) -> None:
         if want[key] != have[key]:
             raise CheckpointError("checkpoint %s=%s does not match the task's %s=%s (task config "
                                   "differs from the one trained)" % (key, want[key], key, have[key]))
+
+
+def restore_task_state(env, ckpt: Mapping[str, Any], say, with_rng: bool = True) -> None:
+    """The checkpoint's task state (its generator unless ``with_rng`` is False, per-world state
+    such as curriculum levels) into ``env``; what does not fit is said in one line."""
+    state = dict(ckpt.get("task_state") or {})
+    if not with_rng:
+        state.pop("rng", None)
+    skipped = env.load_state_dict(state)
+    if skipped:
+        say("[qmix-isaac] the checkpoint's task state %s does not fit this task (device or "
+            "num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
 
 
 def rng_state() -> Dict[str, Any]:

@@ -88,7 +88,7 @@ def engine_health(env, stats: Dict[str, float], say: Callable[..., Any], warned:
         stats["perf/engine_" + key] = float(value)
     worlds = int(stats.get("perf/engine_overflow_worlds", 0))
     if worlds and not warned:
-        sizes = getattr(env.engine, "buffer_sizes", dict)()
+        sizes = env.engine.buffer_sizes()
         say("[qmix-isaac] warning: %d world%s overflowed the %s engine's contact / constraint "
             "buffers and dropped contacts (per world: %s): raise task.sim.newton.nconmax / njmax"
             % (worlds, "s" if worlds > 1 else "", env.engine.name,

@@ -29,7 +29,8 @@ import torch
 from rl_games.algos_torch import a2c_discrete, model_builder
 from rl_games.torch_runner import Runner
 
-from qmix_isaac.record.checkpoint import rng_state, save_checkpoint, set_rng_state, task_shapes
+from qmix_isaac.record.checkpoint import (restore_task_state, rng_state, save_checkpoint,
+                                          set_rng_state, task_shapes)
 
 from . import describe_learner
 from .observer import EpisodeObserver
@@ -376,10 +377,7 @@ class RLGamesRunner:
             self.load_state_dict(ckpt["runner"])
             iteration, history = int(ckpt["iteration"]), ckpt.get("history")
             best = float(ckpt.get("best_score", -math.inf))
-            skipped = self.env.load_state_dict(ckpt.get("task_state") or {})
-            if skipped:
-                print("[qmix-isaac] the checkpoint's task state %s does not fit this task (device "
-                      "or num_envs differs): drawn afresh" % ", ".join(skipped), flush=True)
+            restore_task_state(self.env, ckpt, print)
         default_its = train_cfg.get("max_iterations", 1000)
         max_it = int(cfg.max_iterations) if cfg.max_iterations not in ("", None) else int(default_its)
         if iteration >= max_it:

@@ -95,6 +95,10 @@ class Engine:
         call. None here."""
         return {}
 
+    def buffer_sizes(self) -> Dict[str, int]:
+        """Per-world capacities of the buffers :meth:`diagnostics` reports on. None here."""
+        return {}
+
     # -- shared ---------------------------------------------------------------------------------
     def index_of_actor(self, name: str) -> int:
         return self.scene.actors.index(name)

@@ -455,21 +455,23 @@ class NewtonEngine(Engine):
         with wp.ScopedDevice(self.wp_device), self._stream_scope():
             self.solver.step(self.state_0, self.state_1, self.control, None, self.dt)  # into state_1 only
             self.solver.reset(self.state_0, world_mask=self._reset_mask_wp, flags=0)  # clears warm-start
-            if self._overflow_bits is not None:
-                wp.launch(self._or_into, dim=self.num_envs,
-                          inputs=[self._overflow_acc_wp, self._overflow_bits])
+            self._gather_overflow()
         wp.synchronize_device(self.wp_device)
         self._reset_mask.fill_(False)
         self._overflow_acc.zero_()  # the warm-up step is no step of the run
+
+    def _gather_overflow(self) -> None:
+        """OR the step's overflow bits into the accumulator (the solver clears them per step)."""
+        if self._overflow_bits is not None:
+            self._wp.launch(self._or_into, dim=self.num_envs,
+                            inputs=[self._overflow_acc_wp, self._overflow_bits])
 
     def _step_loop(self, steps: int) -> None:
         s0, s1 = self.state_0, self.state_1
         wp = self._wp
         for _ in range(steps):
             self.solver.step(s0, s1, self.control, None, self.dt)
-            if self._overflow_bits is not None:  # the solver clears its bits before each step
-                wp.launch(self._or_into, dim=self.num_envs,
-                          inputs=[self._overflow_acc_wp, self._overflow_bits])
+            self._gather_overflow()
             # copy back instead of swapping: the torch views and captured graphs keep one address
             wp.copy(s0.joint_q, s1.joint_q)
             wp.copy(s0.joint_qd, s1.joint_qd)
