@@ -7,8 +7,9 @@ import torch
 import qmix_isaac
 from qmix_isaac.config import ConfigError
 from qmix_isaac.tasks.base import TaskConfigError
-from qmix_isaac.tasks.multi_ant_push import compute_ant_push_reward
-from qmix_isaac.tasks.multi_ball_push import compute_ball_push_reward, scripted_ball_push_actions
+from qmix_isaac.tasks.multi_ant_push import compute_ant_push_observations, compute_ant_push_reward
+from qmix_isaac.tasks.multi_ball_push import (compute_ball_push_observations, compute_ball_push_reward,
+                                              scripted_ball_push_actions)
 
 TASKS = ["MultiBallPush", "MultiAntPush"]
 
@@ -258,6 +259,109 @@ def test_ant_reward_terms_hand_computed():
     assert terms["upright"].item() == pytest.approx(0.5, abs=1e-6)
     assert terms["action_cost"].item() == pytest.approx(0.5)
     assert terms["fall"].item() == 1.0 and fail.item() and not succ.item()
+
+
+def test_out_of_arena_ends_the_episode_as_a_failure():
+    """The box (or a ball) outside the arena is a failure, not a success; at the env level the
+    episode ends on that step by termination (time_outs False)."""
+    _, _, _, succ, fail = compute_ball_push_reward(
+        ball_pos=torch.tensor([[[0.0, 0.0]], [[0.0, 4.5]]]), box_pos=torch.tensor([[4.5, 0.0], [1.0, 0.0]]),
+        goal_pos=torch.tensor([[0.0, 0.0], [0.0, 0.0]]), prev_box_dist=torch.zeros(2),
+        prev_ball_dist=torch.zeros(2), moving=torch.zeros(2, 1, dtype=torch.bool),
+        success_radius=0.25, arena_radius=4.0)
+    assert fail.tolist() == [True, True] and succ.tolist() == [False, False]
+    up = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]])
+    kw = dict(torso_pos=torch.tensor([[[0.0, 0.0, 0.4]]]), torso_quat=up, goal_pos=torch.zeros(1, 2),
+              prev_box_dist=torch.zeros(1), prev_ant_dist=torch.zeros(1), joint_levels=torch.zeros(1, 8),
+              success_radius=0.4, arena_radius=8.0, fall_up_z=0.2)
+    terms, _, _, succ, fail = compute_ant_push_reward(box_pos=torch.tensor([[9.0, 0.0, 0.2]]), **kw)
+    assert fail.item() and not succ.item() and terms["fall"].item() == 0.0
+    _, _, _, _, fail = compute_ant_push_reward(box_pos=torch.tensor([[7.0, 0.0, 0.2]]), **kw)
+    assert not fail.item()
+    for task in TASKS:  # an arena smaller than the start layout: every world fails at once
+        env = qmix_isaac.make(task, num_envs=4, seed=0, arenaRadius=0.05, physics_engine="mujoco")
+        env.reset()
+        _, _, reset, ex = env.step(zero_actions(env))
+        assert reset.all() and not ex["time_outs"].any(), task
+        assert (ex["episode"]["success"] == 0).all() and (ex["episode"]["length"] == 1).all()
+        env.close()
+
+
+def test_ant_observations_hand_computed():
+    """Egocentric frames: ant 0 yawed +90 degrees (heading along world +y), ant 1 rolled +90
+    degrees about world x (yaw 0). Every value below is worked out by hand from the docstring of
+    compute_ant_push_observations."""
+    s = math.sqrt(0.5)
+    quat = torch.tensor([[[0.0, 0.0, s, s], [s, 0.0, 0.0, s]]])
+    lower, upper = torch.full((2, 8), -0.5), torch.full((2, 8), 1.5)
+    obs, states = compute_ant_push_observations(
+        torso_pos=torch.tensor([[[1.0, 0.0, 0.4], [1.0, -3.0, 0.3]]]), torso_quat=quat,
+        torso_linvel=torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]),
+        torso_angvel=torch.tensor([[[0.0, 0.0, 0.5], [0.0, 0.0, 0.5]]]),
+        dof_pos=torch.ones(1, 2, 8), dof_vel=torch.full((1, 2, 8), 2.0), dof_lower=lower,
+        dof_upper=upper, box_pos=torch.tensor([[1.0, 2.0, 0.2]]),
+        box_linvel=torch.tensor([[0.0, 1.0, 0.0]]), goal_pos=torch.tensor([[4.0, 2.0]]),
+        time_left=torch.tensor([0.25]))
+    assert obs.shape == (1, 2, 43) and states.shape == (1, 66)
+    # world (x, y) in the heading frame of yaw +90: (y, -x); of yaw 0: unchanged
+    ant0 = [0.4, 0, 0, -1, 0, -1, 0, 0, 0, 0.5] + [0.5] * 8 + [0.2] * 8 \
+        + [2, 0, 1, 0, 2, -3, 0, -3, 0, 1, 0.25, 0.2, 1.0] + [-3, 0, 0, -1]
+    # rolled +90 degrees about x, the world-to-body rotation maps gravity (0, 0, -1) -> (0, -1, 0),
+    # linear (1, 0, 0) -> (1, 0, 0), angular (0, 0, 0.5) -> (0, 0.5, 0)
+    ant1 = [0.3, 0, -1, 0, 1, 0, 0, 0, 0.5, 0] + [0.5] * 8 + [0.2] * 8 \
+        + [0, 5, 0, 1, 3, 5, 3, 0, 1, 0, 0.25, 0.2, 1.0] + [0, 3, 0, 1]
+    assert obs[0, 0].tolist() == pytest.approx(ant0, abs=1e-6)
+    assert obs[0, 1].tolist() == pytest.approx(ant1, abs=1e-6)
+    expect = [1, 0, 0.4, 1, -3, 0.3] + [0, 0, s, s, s, 0, 0, s] + [1, 0, 0] * 2 + [0, 0, 0.5] * 2 \
+        + [0.5] * 16 + [0.2] * 16 + [-3, 0, 0.2] + [0, 1, 0] + [4, 2]
+    assert states[0].tolist() == pytest.approx(expect, abs=1e-6)
+
+
+def test_ball_observations_hand_computed():
+    """World-aligned ball observations and the state's box yaw as (cos 4y, sin 4y): a box turned
+    by 30 degrees reads (cos 120, sin 120)."""
+    y = math.radians(30.0)
+    obs, states = compute_ball_push_observations(
+        ball_pos=torch.tensor([[[0.0, 0.0], [2.0, 1.0]]]), ball_vel=torch.tensor([[[1.0, 0.0], [0.0, -1.0]]]),
+        box_pos=torch.tensor([[1.0, 0.0]]), box_vel=torch.tensor([[0.5, 0.5]]),
+        box_quat=torch.tensor([[0.0, 0.0, math.sin(y / 2), math.cos(y / 2)]]),
+        goal_pos=torch.tensor([[1.0, 3.0]]), time_left=torch.tensor([0.5]))
+    assert obs[0, 0].tolist() == pytest.approx([1, 0, 1, 0, 0.5, 0.5, 0, 3, 1, 3, 2, 1, 0, -1])
+    assert obs[0, 1].tolist() == pytest.approx([-1, -1, 0, -1, 0.5, 0.5, 0, 3, -1, 2, -2, -1, 1, 0])
+    c, s = math.cos(4 * y), math.sin(4 * y)
+    assert states[0].tolist() == pytest.approx([-1, 0, 1, 1, 1, 0, 0, -1, 0, -3, 0.5, 0.5, c, s, 0.5],
+                                               abs=1e-6)
+
+
+def test_ant_actions_become_the_named_joints_torques():
+    """Factored (ant) and flat (leg) actions: bin b of a joint is torque linspace(-1, 1)[b] x the
+    motor's limit x powerScale on that joint alone, flat actions decoded little-endian in the
+    agent's joints; a hip torqued positive turns the hip positive."""
+    for mode in ("ant", "leg"):
+        env = qmix_isaac.make("MultiAntPush", num_envs=2, seed=0, agentMode=mode, dofNoise=0.0,
+                              physics_engine="mujoco")
+        sent = []
+        real = env.engine.set_dof_torques
+        env.engine.set_dof_torques = lambda t: (sent.append(t.clone()), real(t))[1]
+        env.reset()
+        limit = 15.0 * float(env.cfg["task"]["powerScale"])
+        want = torch.zeros(2, 16)
+        if mode == "ant":                 # 8 branches of 3 bins per ant; bin 1 is zero torque
+            acts = torch.ones(2, 2, 8, dtype=torch.long)
+            acts[1, 1, 0] = 2              # world 1, ant 1, hip_1: +1
+            acts[1, 0, 2] = 0              # world 1, ant 0, hip_2: -1
+        else:                              # 4 legs per ant, flat 3 x 3: k = b(hip) + 3 b(ankle)
+            acts = torch.full((2, 8), 1 + 3 * 1, dtype=torch.long)
+            acts[1, 4] = 2 + 3 * 1         # ant 1, leg 0: hip_1 +1, ankle_1 0
+            acts[1, 1] = 0 + 3 * 1         # ant 0, leg 1: hip_2 -1, ankle_2 0
+        want[1, 8 + 0], want[1, 2] = limit, -limit
+        start = env.engine.dof_pos.clone()
+        for _ in range(3):
+            env.step(acts)
+        assert len(sent) == 3 and torch.allclose(sent[-1], want), (mode, sent[-1])
+        moved = env.engine.dof_pos - start
+        assert moved[1, 8] > 0.02 and moved[1, 2] < -0.02, (mode, moved[1])
+        env.close()
 
 
 def test_ant_approach_standoff_targets_the_spot_behind_the_box():
