@@ -271,6 +271,63 @@ def test_non_shared_agents_have_separate_parameters():
         assert p.grad[0].abs().sum() > 0, name
 
 
+def _three_step_batch():
+    """One sequence of 3 filled steps, 2 agents, 2 actions each, nothing ends: two trained
+    transitions (t = 0, 1), t = 2 only bootstraps."""
+    b = SequenceBatch.empty(1, 3, n_agents=2, obs_dim=1, state_dim=4, n_branches=1, max_bins=2, device="cpu")
+    b.filled[:] = True
+    b.avail[:] = True
+    b.action[0, :, :, 0] = torch.tensor([[0, 0], [1, 0], [0, 0]], dtype=b.action.dtype)
+    b.reward[0] = torch.tensor([2.0, -1.0, 0.0])
+    b.state[0] = torch.arange(12.0).view(3, 4) / 10  # a different state at every step
+    return b
+
+
+# online q [1, 3, 2 agents, 1 branch, 2 actions] and the target network's (its greedy choices differ)
+_Q = torch.tensor([[[1.0, 2.0], [3.0, 0.0]], [[0.5, 1.5], [2.0, 4.0]], [[1.0, 0.0], [0.0, 1.0]]]).view(1, 3, 2, 1, 2)
+_TQ = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[7.0, 5.0], [6.0, 2.0]], [[3.0, 9.0], [4.0, 1.0]]]).view(1, 3, 2, 1, 2)
+
+
+@pytest.mark.parametrize("double_q, expected", [
+    # chosen: t0 1 + 3 = 4, t1 1.5 + 2 = 3.5; rewards x 0.5: 1.0, -0.5; gamma 0.9
+    # double Q: online argmax (1, 1) at t1, (0, 1) at t2, valued by the target: 5 + 2, 3 + 1
+    #   Y = 1 + 0.9 * 7 = 7.3, -0.5 + 0.9 * 4 = 3.1; loss = ((4 - 7.3)^2 + (3.5 - 3.1)^2) / 2
+    (True, (3.3 ** 2 + 0.4 ** 2) / 2),
+    # target max: 7 + 6, 9 + 4 -> Y = 12.7, 11.2
+    (False, (8.7 ** 2 + 7.7 ** 2) / 2),
+])
+def test_vdn_loss_hand_computed_with_target_network_and_reward_scale(double_q, expected):
+    learner = QLearner(agent=RNNAgent(n_agents=2, obs_dim=1, action_spec=ActionSpec.flat(2), hidden_dim=4),
+                       mixer=VDNMixer(n_agents=2, state_dim=4), gamma=0.9, td_lambda=0.0,
+                       double_q=double_q, reward_scale=0.5)
+    loss, stats = learner.loss_from_q(_three_step_batch(), _Q, _TQ)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert stats["values/q_taken"].item() == pytest.approx((4 + 3.5) / 2)
+
+
+def test_qmix_loss_mixes_each_step_with_its_own_state_and_the_target_mixer():
+    """Q_tot(t) = mixer(chosen_t, s_t); Y_t = r_t + gamma * target_mixer(next_t, s_{t+1}), with a
+    target mixer whose weights differ from the online one's."""
+    torch.manual_seed(0)
+    learner = QLearner(agent=RNNAgent(n_agents=2, obs_dim=1, action_spec=ActionSpec.flat(2), hidden_dim=4),
+                       mixer=QMixer(n_agents=2, state_dim=4, embed_dim=8), gamma=0.9, td_lambda=0.0,
+                       reward_scale=0.5)
+    with torch.no_grad():
+        for p in learner.target_mixer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = _three_step_batch()
+    loss, _ = learner.loss_from_q(batch, _Q, _TQ)
+    s = batch.state[0]
+    with torch.no_grad():
+        ys, qs = [], []
+        for t, (chosen, nxt) in enumerate([((1.0, 3.0), (5.0, 2.0)), ((1.5, 2.0), (3.0, 1.0))]):
+            qs.append(learner.mixer(torch.tensor([[list(chosen)]]), s[t].view(1, 1, 4)).item())
+            v = learner.target_mixer(torch.tensor([[list(nxt)]]), s[t + 1].view(1, 1, 4)).item()
+            ys.append(0.5 * batch.reward[0, t].item() + 0.9 * v)
+    expected = sum((q - y) ** 2 for q, y in zip(qs, ys)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_learner_bootstraps_from_the_final_observation_only_at_time_outs():
     """The boundary step's observation is the episode's final one: a time-out's target uses it,
     a termination's target does not (value zero after it)."""
