@@ -9,6 +9,7 @@ import pathlib
 import pytest
 import torch
 
+from qmix_isaac.qmix import NoMixer, QMixer, VDNMixer
 from qmix_isaac.runner import _DeviceMeans, build_runner
 
 from qmix_isaac.tasks.toy import GridRendezvous, MatrixGame
@@ -132,20 +133,30 @@ def test_soft_target_update_moves_targets_by_tau():
         torch.testing.assert_close(t, o + 0.25 * (p - o))
 
 
+def _is_rmsprop_with_separate_agents(r):
+    return isinstance(r.learner.optimizer, torch.optim.RMSprop) and not r.agent.fc1.shared
+
+
 @pytest.mark.parametrize(
-    "name,env_kwargs,overrides",
+    "name,env_kwargs,overrides,built",
     [
-        ("factored-decqn", {"factored": True}, {}),
-        ("non-shared-rmsprop", {}, {"agent": {"shared": False}, "learner": {"optimizer": "rmsprop"}}),
-        ("iql-burn-in-fp16", {"num_agents": 3}, {"mixer": {"name": "none"}, "replay": {"burn_in": 3, "obs_dtype": "float16"}}),
-        ("vdn-1-layer", {}, {"mixer": {"name": "vdn"}, "learner": {"double_q": False, "td_lambda": 0.0}}),
-        ("qmix-1-layer", {}, {"mixer": {"name": "qmix", "qmix": {"hypernet_layers": 1}}}),
+        ("factored-decqn", {"factored": True}, {}, lambda r: r.agent.action_spec.n_branches > 1),
+        ("non-shared-rmsprop", {}, {"agent": {"shared": False}, "learner": {"optimizer": "rmsprop"}},
+         _is_rmsprop_with_separate_agents),
+        ("iql-burn-in-fp16", {"num_agents": 3}, {"mixer": {"name": "none"}, "replay": {"burn_in": 3, "obs_dtype": "float16"}},
+         lambda r: isinstance(r.learner.mixer, NoMixer) and r.replay.storage.obs.dtype == torch.float16
+         and r.replay.storage.state.dtype == torch.float16 and r.learner.burn_in == 3),
+        ("vdn-1-layer", {}, {"mixer": {"name": "vdn"}, "learner": {"double_q": False, "td_lambda": 0.0}},
+         lambda r: isinstance(r.learner.mixer, VDNMixer) and not r.learner.double_q and r.learner.td_lambda == 0),
+        ("qmix-1-layer", {}, {"mixer": {"name": "qmix", "qmix": {"hypernet_layers": 1}}},
+         lambda r: isinstance(r.learner.mixer, QMixer) and isinstance(r.learner.mixer.hyper_w1, torch.nn.Linear)),
     ],
 )
-def test_variants_train_with_finite_loss(name, env_kwargs, overrides):
+def test_variants_train_with_finite_loss(name, env_kwargs, overrides, built):
     torch.manual_seed(0)
     env = GridRendezvous(num_envs=8, **env_kwargs)
     runner = build_runner(_grid_config(runner={"learning_starts": 0, "log_interval": 10**9}, **overrides), env)
+    assert built(runner), "the config's option did not reach the object it names"
     logs = []
     runner.learn(400, log_fn=lambda steps, stats: logs.append(stats))
     stats = logs[-1]
