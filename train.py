@@ -587,11 +587,12 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
         if play(env, runner.agent, max_steps=int(cfg.viewer_steps)):
             return
     res = evaluate(runner.agent, env, int(cfg.eval_episodes))
+    start = " (at the start %.3f m)" % res["start_box_dist"] if "start_box_dist" in res else ""
     print("[qmix-isaac] eval %s: %d episodes | success rate %.3f | return %.3f | final box-goal "
-          "distance %.3f m | length %.1f" % (task_cfg["name"], int(res["episodes"]),
-                                              res.get("success", float("nan")), res["return"],
-                                              res.get("final_box_dist", float("nan")),
-                                              res["length"]), flush=True)
+          "distance %.3f m%s | length %.1f" % (task_cfg["name"], int(res["episodes"]),
+                                                res.get("success", float("nan")), res["return"],
+                                                res.get("final_box_dist", float("nan")), start,
+                                                res["length"]), flush=True)
     if cfg.capture_video:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         name = "play_%s_%s.mp4" % (task_cfg["name"], stamp)

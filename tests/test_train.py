@@ -230,6 +230,8 @@ def test_evaluation_turns_the_goal_curriculum_off(tmp_path):
     assert load_checkpoint(ckpt)["task_cfg"]["task"]["curriculum"]["levels"] == 4
     out = ok(train_py(["test=True", "checkpoint=%s" % ckpt, "num_envs=2", "eval_episodes=2"]))
     assert "task curriculum off" in out and "eval MultiAntPush: " in out, out
+    start = float(re.search(r"at the start ([0-9.]+) m", out).group(1))
+    assert 2.0 <= start <= 4.0, out  # goalDistance [2, 4]; level 0 of the curriculum is [0.5, 1]
 
 
 # --------------------------------------------------------------------------------------------
