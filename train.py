@@ -446,7 +446,7 @@ def named_stats(raw: Dict[str, Any], env_steps: int) -> Dict[str, float]:
 def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -> None:
     import torch
 
-    from qmix_isaac.distributed import digest, gather_strings
+    from qmix_isaac.distributed import digest, gather_strings, tensor_digest
     from qmix_isaac.record.checkpoint import (restore_task_state, rng_state, save_checkpoint,
                                               set_rng_state, task_shapes)
     from qmix_isaac.record.curves import plot_curves
@@ -551,6 +551,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
         say("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
     wall = time.perf_counter() - t0
     digests = gather_strings(digest([runner.learner.agent, runner.learner.mixer]), dinfo)
+    # each rank simulates its own worlds (seed + rank): their current observations differ
+    worlds = gather_strings(tensor_digest([("obs", env.obs_buf), ("states", env.states_buf)]), dinfo)
     if run is None:
         return
     try:
@@ -569,6 +571,9 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
         same = len(set(digests)) == 1
         say("[qmix-isaac] parameters on %d ranks: %s (digests %s)"
             % (ranks, "identical" if same else "DIFFERENT", " ".join(digests)), flush=True)
+        say("[qmix-isaac] worlds on %d ranks: %s (observation digests %s)"
+            % (ranks, "distinct" if len(set(worlds)) == ranks else "NOT DISTINCT", " ".join(worlds)),
+            flush=True)
     say("[qmix-isaac] done: %d iterations, %s env steps, %d gradient steps in %.0f s; best %s; "
         "curves %s" % (iteration, "{:,}".format(total_steps()), runner.learner.grad_steps,
                        wall, "%.3f" % best if best > -math.inf else "-",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -133,14 +133,18 @@ def sum_over_ranks(values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: stacked[i] for i, k in enumerate(keys)}
 
 
-def digest(modules: Iterable[torch.nn.Module]) -> str:
-    """sha256 (first 16 hex digits) of the modules' parameters, to compare ranks bit for bit."""
+def tensor_digest(named: Iterable[Tuple[str, torch.Tensor]]) -> str:
+    """sha256 (first 16 hex digits) of named tensors' bytes, to compare ranks bit for bit."""
     h = hashlib.sha256()
-    for module in modules:
-        for name, p in module.state_dict().items():
-            h.update(name.encode())
-            h.update(p.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    for name, t in named:
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def digest(modules: Iterable[torch.nn.Module]) -> str:
+    """``tensor_digest`` of the modules' parameters and buffers."""
+    return tensor_digest(item for module in modules for item in module.state_dict().items())
 
 
 def gather_strings(value: str, info: DistInfo) -> List[str]:

@@ -31,6 +31,7 @@ SMALL = ["task=MultiBallPush", "num_envs=8", "physics_engine=mujoco",
          "train.params.runner.learning_starts=0", "train.params.runner.log_interval=400",
          "train.params.runner.replay_ratio=0.01", "train.params.runner.batch_size=8"]
 DIGESTS = re.compile(r"parameters on 2 ranks: (\w+) \(digests (\w+) (\w+)\)")
+WORLDS = re.compile(r"worlds on 2 ranks: ([\w ]+) \(observation digests (\w+) (\w+)\)")
 
 
 def free_port():
@@ -112,6 +113,8 @@ def test_two_ranks_train_one_run_folder_with_identical_parameters(two_rank_run):
     assert out.count("run folder") == 1 and out.count("[it 6/6]") == 1, out  # rank 0 alone logs
     m = DIGESTS.search(out)
     assert m and m.group(1) == "identical" and m.group(2) == m.group(3), out
+    w = WORLDS.search(out)  # ... while each rank simulated its own worlds (seed + rank)
+    assert w and w.group(1) == "distinct" and w.group(2) != w.group(3), out
     ckpt = load_checkpoint(os.path.join(runs[0], "nn", "last.pth"))
     assert ckpt["world_size"] == 2 and ckpt["iteration"] == 6
     assert ckpt["runner"]["learner"]["grad_steps"] > 0  # both ranks learned: same steps, same weights
