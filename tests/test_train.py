@@ -30,6 +30,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import qmix_isaac  # noqa: E402
 from qmix_isaac.record.checkpoint import load_checkpoint  # noqa: E402
 
 # small and fast: 8 worlds, learning from the first iteration, a log line every iteration
@@ -219,6 +220,18 @@ def test_evaluation(ckpt_path, tmp_path, num_envs):
     episodes, success, ret, dist = int(m.group(1)), float(m.group(2)), float(m.group(3)), float(m.group(4))
     assert episodes >= 2 and 0.0 <= success <= 1.0 and np.isfinite(ret) and 0.0 <= dist < 20.0
     assert run_dirs(tmp_path) == []  # evaluation makes no run folder
+    # the same greedy evaluation in this process, from the checkpoint's task, learner and weights
+    # (the online network, no exploration, the seed's worlds): the printed figures are its own
+    from qmix_isaac.runner import build_runner, evaluate
+    ck = load_checkpoint(ckpt_path)
+    env = qmix_isaac.make("MultiBallPush", num_envs=num_envs, seed=42, physics_engine="mujoco",
+                          cfg=ck["task_cfg"])
+    runner = build_runner(ck["train_cfg"], env)
+    runner.load_state_dict(ck["runner"])
+    res = evaluate(runner.agent, env, 2)
+    env.close()
+    assert (episodes, success, ret, dist) == (int(res["episodes"]), round(res["success"], 3),
+                                              round(res["return"], 3), round(res["final_box_dist"], 3))
 
 
 def test_evaluation_turns_the_goal_curriculum_off(tmp_path):
