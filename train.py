@@ -318,6 +318,7 @@ def _with_overrides(base: Dict[str, Any], section: str, argv: List[str], cfg) ->
 def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     """Task and runner from the config (or from the checkpoint's own configs plus the command
     line's ``task.*`` / ``train.*`` overrides)."""
+    import torch
     from omegaconf import OmegaConf
 
     import qmix_isaac
@@ -329,6 +330,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
 
     sim_device = resolve_device(cfg.sim_device)
     rl_device = resolve_device(cfg.rl_device)
+    if rl_device.startswith("cuda"):  # cuda:N: streams and CUDA graphs made without a device
+        torch.cuda.set_device(torch.device(rl_device))  # argument belong to the current one
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner

@@ -343,3 +343,25 @@ def test_learner_bootstraps_from_the_final_observation_only_at_time_outs():
         batch.state[0, 3] += 5.0
         after_time_out, _ = learner.loss_from_q(batch, *learner.q_values(batch))
     assert not torch.isclose(after_time_out, base)
+
+
+def test_an_optimiser_state_written_with_cuda_graphs_resumes_without_them():
+    """A checkpoint of a CUDA run (learner.cuda_graph: Adam with capturable=True) resumed on a CPU:
+    torch's load_state_dict would take the writer's capturable=True along, and CPU Adam refuses
+    to step with it. The learner keeps its own flag; the moments carry over unchanged."""
+    import copy
+    learner = _learner("qmix")
+    batch = _crafted_batch()
+    learner.update(batch)
+    state = copy.deepcopy(learner.state_dict())
+    for group in state["optimizer"]["param_groups"]:
+        group["capturable"] = True  # as a CUDA run with learner.cuda_graph writes it
+    other = _learner("qmix")
+    other.load_state_dict(state)
+    assert not any(g["capturable"] for g in other.optimizer.param_groups)
+    p = other.params[0]
+    torch.testing.assert_close(other.optimizer.state[p]["exp_avg"], learner.optimizer.state[learner.params[0]]["exp_avg"])
+    other.update(batch)  # raised "If capturable=True, params and state_steps must be on ... cuda"
+    learner.update(batch)
+    for a, b in zip(other.params, learner.params):
+        torch.testing.assert_close(a, b)  # and steps on exactly as the original learner does

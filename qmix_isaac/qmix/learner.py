@@ -177,12 +177,13 @@ class QLearner:
     def update(self, batch: SequenceBatch) -> Dict[str, torch.Tensor]:
         """One gradient step (and target update when due). Returns detached 0-d tensors."""
         if self.cuda_graph:
-            if self._graph is None:
-                self._capture(batch)
-            for name, static in self._static_batch.items():
-                static.copy_(getattr(batch, name))
-            self._graph.replay()
-            stats = {k: v.clone() for k, v in self._static_stats.items()}
+            with torch.cuda.device(self.params[0].device):  # cuda:N: its streams, not device 0's
+                if self._graph is None:
+                    self._capture(batch)
+                for name, static in self._static_batch.items():
+                    static.copy_(getattr(batch, name))
+                self._graph.replay()
+                stats = {k: v.clone() for k, v in self._static_stats.items()}
         else:
             self.optimizer.zero_grad(set_to_none=True)
             stats = self._gradient_step(batch)
@@ -238,6 +239,19 @@ class QLearner:
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    def _own_optimizer_flags(self) -> None:
+        """After loading an optimiser state: torch takes the checkpoint's hyperparameters with it,
+        ``capturable`` included, which is this learner's (CUDA graph or not), not the writer's: a
+        checkpoint of a CUDA run resumed on a CPU (or the reverse) would fail at its first step.
+        The step counters go where ``capturable`` wants them (the parameter's device, float32)."""
+        for group in self.optimizer.param_groups:
+            group["capturable"] = self.cuda_graph
+            for p in group["params"]:
+                st = self.optimizer.state.get(p, {})
+                step = st.get("step")
+                if isinstance(step, torch.Tensor):
+                    st["step"] = step.to(device=p.device if self.cuda_graph else "cpu", dtype=torch.float32)
+
     def state_dict(self) -> Dict[str, object]:
         """Tensors, ints, floats and dicts only (loads with ``torch.load(weights_only=True)``)."""
         return {
@@ -256,6 +270,7 @@ class QLearner:
         self.target_mixer.load_state_dict(state["target_mixer"])
         if self._graph is None:
             self.optimizer.load_state_dict(state["optimizer"])
+            self._own_optimizer_flags()
         else:  # the captured graph holds the optimiser's state tensors: copy into them
             saved = state["optimizer"]["state"]
             with torch.no_grad():
