@@ -7,8 +7,8 @@ An env-step is one policy step of one world (``controlFrequencyInv`` physics ste
 ``bare`` a loop of ``mujoco.rollout`` over the same MJCF with nothing else (mujoco only), ``raw``
 the engine (set torques, simulate, refresh the views), ``task`` the whole ``env.step`` (actions to
 torques, physics, resets, observations, rewards, episode statistics). ``task cost`` is the share
-of the task step spent outside the engine: 1 - task/raw. ``--cuda-graph`` adds the task step recorded
-in one CUDA graph (``env.cudaGraph``; CUDA and newton only) and its task cost. Timings take the median of a few
+of the task step spent outside the engine: 1 - task/raw. ``--cuda-graph`` adds the task step replayed
+from CUDA graphs (``env.cudaGraph``; CUDA and newton only) and its task cost. Timings take the median of a few
 repeats of ``--seconds`` each, after a warm-up; on CUDA the clock is read after a synchronize.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(argv=None):
                                        physics_engine=engine, cudaGraph=True)
                 genv.reset()
                 r_graph = rate(lambda: genv.step(acts), E, dev, a.seconds)
-                captured = genv._step_graph is not None  # False: not CUDA, or capture failed
+                captured = genv._step_graphs is not None  # False: not CUDA, or capture failed
                 graphed = " %.0f%s | %.0f%% |" % (r_graph, "" if captured else " (eager)",
                                                    100.0 * (1.0 - r_graph / r_raw))
                 genv.close()

@@ -6,7 +6,8 @@
 On a GPU every kernel of the task layer is one launch in eager mode (plus Python and dispatch
 time around it), a fixed cost per step that does not shrink with fewer worlds: this table says
 where that cost comes from. The counts do not depend on num_envs (tests/test_hot_path.py checks
-that) nor, for the task layer, on the device. ``env.cudaGraph`` replays the whole step in one launch.
+that) nor, for the task layer, on the device. ``env.cudaGraph`` replays the task layer in two graph launches
+(before and after the engine's own physics graph).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ For each ``num_envs`` E, on the real task with the QMIX learner of ``cfg/train/<
 - ``train/sim``: time of an iteration not spent in ``env.step`` over the time the env steps take
   (issue 3's goal: under 0.5 at 4096 envs on a GPU).
 
-``--cuda-graph`` sets ``env.cudaGraph`` (the whole task step as one CUDA graph; CUDA + newton).
+``--cuda-graph`` sets ``env.cudaGraph`` (the task step replayed from CUDA graphs; CUDA + newton).
 Timings read the clock after a device synchronize; this is a benchmark, not a test.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The task contract (DESIGN.md §3.1) and physics facts, on the real MuJoCo engine."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -90,7 +91,8 @@ def test_same_seed_same_trajectory(task):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (env.cudaGraph)")
 @pytest.mark.parametrize("task", TASKS)
 def test_cuda_graph_step_matches_eager(task):
-    """The whole step recorded in one CUDA graph computes what the eager step computes: same
+    """The step replayed from CUDA graphs (the task's two around the engine's physics graph)
+    computes what the eager step computes: same
     observations, rewards and resets in every world that has not yet been reset (resets draw
     start states from the task's generator, whose stream differs inside a graph), and two
     graphed envs with the same seed agree everywhere."""
@@ -112,10 +114,58 @@ def test_cuda_graph_step_matches_eager(task):
         assert torch.allclose(o1["obs"], o2["obs"], atol=1e-5) and torch.equal(d1, d2), t
         assert torch.allclose(x1["episode"]["return"], x2["episode"]["return"], atol=1e-4), t
         fresh &= ~(d0 | d1)
-    assert envs[1]._step_graph is not None, "the step was not captured"
+    assert envs[1]._step_graphs is not None, "the step was not captured"
     assert int(fresh.sum()) >= 16, "too few worlds ran 60 steps without a reset to compare"
     for env in envs:
         env.close()
+
+
+@pytest.mark.parametrize("fail", [None, "pre", "post"])
+def test_cuda_graph_step_order_and_fallback_on_the_cpu(monkeypatch, fail):
+    """What env.cudaGraph does around the graphs, run on the CPU with graphs that record a call
+    and replay it (CUDA itself is checked by test_cuda_graph_step_matches_eager on a GPU): step 1
+    eager, step 2 records pre- and post-physics and runs them around the physics exactly once,
+    later steps replay them; a capture that fails warns and that step and the rest run eagerly.
+    Every step equals the eager env's."""
+    import contextlib
+
+    class Replayed:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            self.fn()
+
+    recorded = []
+
+    def record(fn, generator=None):
+        recorded.append(fn)
+        if fail is not None and len(recorded) == (1 if fail == "pre" else 2):
+            raise RuntimeError("capture failed")
+        return Replayed(fn)
+
+    monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: None)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: None)
+    eager, graphed = [qmix_isaac.make("MultiBallPush", num_envs=4, seed=0, episodeLength=6,
+                                      physics_engine="mujoco") for _ in range(2)]
+    graphed._graph_state = "cold"                    # as on CUDA (the CPU ignores env.cudaGraph)
+    graphed._record = record
+    sims = []
+    simulate = graphed.engine.simulate
+    graphed.engine.simulate = lambda n: (sims.append(n), simulate(n))[1]
+    eager.reset(), graphed.reset()
+    g = torch.Generator().manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in range(15):                         # two resets of every world
+            acts = random_actions(eager, g)
+            (o0, r0, d0, _), (o1, r1, d1, _) = eager.step(acts), graphed.step(acts)
+            assert torch.equal(o0["obs"], o1["obs"]) and torch.equal(r0, r1) and torch.equal(d0, d1), t
+            assert sims == [graphed.control_freq_inv] * (t + 1), "one physics call per step"
+    assert len(recorded) == {None: 2, "pre": 1, "post": 2}[fail]
+    assert (graphed._step_graphs is not None) == (fail is None)
+    assert len([w for w in caught if "env.cudaGraph" in str(w.message)]) == (0 if fail is None else 1)
 
 
 def test_episode_boundary_semantics():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -233,7 +234,18 @@ class NewtonEngine(Engine):
             from ._warp_kernels import or_into
             self._or_into = or_into
             self.solver.mjw_model.opt.warn_overflow = 0
+        self._ext_graphs: List[object] = []  # Warp's records of external captures (keep their modules loaded)
         if self._is_cuda:
+            # MuJoCo Warp runs its solver iterations as a conditional node of the step's graph,
+            # ending when every world has converged; that needs CUDA 12.4+ (driver and toolkit),
+            # and without a graph it reads the converged count back to the host every iteration.
+            # Otherwise: the plain loop of opt.iterations, no early exit, no host reads.
+            opt = self.solver.mjw_model.opt
+            opt.graph_conditional = bool(self._use_graph and wp.is_conditional_graph_supported())
+            if self._use_graph and not opt.graph_conditional:
+                warnings.warn("newton: this CUDA driver or toolkit is older than 12.4, so the "
+                              "solver runs all %d iterations every physics step (no early exit)"
+                              % int(getattr(opt, "iterations", 100)), RuntimeWarning)
             self._stream = wp.get_stream(self.wp_device)
             self._warm_up()
 
@@ -438,7 +450,7 @@ class NewtonEngine(Engine):
         finally:
             opt.graph_conditional = conditional
             self._stream, self._external_capture = own, False
-            wp.capture_end(device=self.wp_device, stream=stream)
+            self._ext_graphs.append(wp.capture_end(device=self.wp_device, stream=stream))
 
     def _stream_scope(self):
         # no sync on entry (the default): ordering with torch is explicit (_warp_waits_for_torch),
@@ -598,4 +610,5 @@ class NewtonEngine(Engine):
 
     def close(self) -> None:
         self._graphs.clear()
+        self._ext_graphs.clear()
 

@@ -19,11 +19,15 @@ engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
   ``extras["blowups"]``; ``blown_buf`` marks the step. One bad world never poisons the others.
 
 Nothing in ``step`` reads a tensor on the host: resets are masked writes, not index lists. So on
-CUDA the whole step can be one CUDA graph (``env.cudaGraph: true``, engines whose
-``graph_capturable`` is True, i.e. newton): the first step runs eagerly, the second is recorded
-(torch's kernels and the engine's, on one stream) and every later step replays it, launching
-hundreds of small kernels in one call. Inside the graph, Python-side values (config numbers,
-weights) are frozen at capture: anything a task changes during training must live in a tensor.
+CUDA the task's side of the step can be replayed from CUDA graphs (``env.cudaGraph: true``, engines
+whose ``graph_capturable`` is True, i.e. newton): the first step runs eagerly, the second records
+``pre_physics_step`` and ``post_physics_step`` (resets, observations, rewards, statistics: torch's
+kernels and the engine's, on one stream) as two graphs, and every later step replays them around
+``engine.simulate``, which launches the engine's own graph of the physics. The physics stays out of
+the task's graphs because MuJoCo Warp's solver loop stops early (all worlds converged) only as a
+conditional node of a Warp graph, which a torch capture cannot hold: inside one it would run every
+solver iteration. Inside the graphs, Python-side values (config numbers, weights) are frozen at
+capture: anything a task changes during training must live in a tensor.
 
 As in IsaacGymEnvs, the returned observation, reward and reset tensors are the task's own
 buffers (when ``rl_device`` is ``sim_device``) and the next ``step`` overwrites them in place:
@@ -141,7 +145,7 @@ class MultiAgentVecTask:
             raise TaskConfigError("env.cudaGraph needs rl_device == sim_device (got %s, %s)"
                                   % (self.rl_device, self.sim_device))
         self._graph_state = "cold" if use_graph else "off"
-        self._step_graph: Optional[Any] = None
+        self._step_graphs: Optional[Tuple[Any, Any]] = None   # (pre-physics, post-physics)
         self._graph_actions: Optional[torch.Tensor] = None
 
     # ---- sizes ----------------------------------------------------------------------------------
@@ -187,9 +191,13 @@ class MultiAgentVecTask:
 
     def step(self, actions: torch.Tensor):
         actions = actions.to(self.sim_device)
-        if self._step_graph is not None:
-            self._graph_actions.copy_(actions)
-            self._step_graph.replay()
+        if self._step_graphs is not None:
+            pre, post = self._step_graphs
+            with torch.cuda.device(self.sim_device):  # cuda:N: replays on its current stream
+                self._graph_actions.copy_(actions)
+                pre.replay()
+                self.engine.simulate(self.control_freq_inv)  # the engine's own graph
+                post.replay()
         elif self._graph_state == "warm":
             self._capture_step(actions)
         else:
@@ -205,27 +213,49 @@ class MultiAgentVecTask:
         self.post_physics_step()
 
     def _capture_step(self, actions: torch.Tensor) -> None:
-        """Record ``_physics_step`` (torch ops and the engine's kernels) in one CUDA graph and
-        run it; later steps replay it. Recording executes nothing, so the env advances exactly
-        one step here. Should the capture fail, warn once and go on stepping eagerly."""
+        """Record ``pre_physics_step`` and ``post_physics_step`` (torch ops and the engine's
+        kernels) as two CUDA graphs and run them around ``engine.simulate``; later steps replay
+        them. Recording executes nothing, so each graph is replayed once here and the env
+        advances exactly one step. Should a capture fail, warn once and go on stepping eagerly."""
         self._graph_actions = actions.clone()
+        with torch.cuda.device(self.sim_device):
+            caller = torch.cuda.current_stream(self.sim_device)
+            try:
+                pre = self._record(lambda: self.pre_physics_step(self._graph_actions))
+            except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
+                self._capture_failed(caller, exc)
+                self._physics_step(actions)
+                return
+            pre.replay()
+            self.engine.simulate(self.control_freq_inv)
+            try:
+                post = self._record(self.post_physics_step, self.rng)
+            except Exception as exc:  # noqa: BLE001
+                self._capture_failed(caller, exc)
+                self.post_physics_step()
+                return
+            post.replay()
+        self._step_graphs = (pre, post)
+
+    def _capture_failed(self, caller, exc: Exception) -> None:
+        torch.cuda.set_stream(caller)  # a capture that fails at its end leaves its side stream current
+        self._graph_state, self._graph_actions = "off", None
+        warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping without "
+                      "graphs" % (type(exc).__name__, exc), RuntimeWarning)
+
+    def _record(self, fn, generator: Optional[torch.Generator] = None):
+        """``fn()`` recorded (not run) into a new CUDA graph on a side stream, the engine's
+        kernels on the same stream; ``generator``'s draws are replayed as fresh draws."""
         graph = torch.cuda.CUDAGraph()
-        try:
-            graph.register_generator_state(self.rng)  # resets draw from the task's own generator
-            stream = torch.cuda.Stream(device=self.sim_device)
-            stream.wait_stream(torch.cuda.current_stream(self.sim_device))
-            # thread_local: the capture mode engines are told of (Warp's default for external ones)
-            with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"), \
-                    self.engine.capture_scope():
-                self._physics_step(self._graph_actions)
-        except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
-            self._graph_state, self._graph_actions = "off", None
-            warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping "
-                          "without a graph" % (type(exc).__name__, exc), RuntimeWarning)
-            self._physics_step(actions)
-            return
-        self._step_graph = graph
-        graph.replay()
+        if generator is not None:
+            graph.register_generator_state(generator)
+        stream = torch.cuda.Stream(device=self.sim_device)
+        stream.wait_stream(torch.cuda.current_stream(self.sim_device))
+        # thread_local: the capture mode engines are told of (Warp's default for external ones)
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"), \
+                self.engine.capture_scope():
+            fn()
+        return graph
 
     def post_physics_step(self) -> None:
         blown = ~self.engine.healthy()                 # read from the engine's own state
