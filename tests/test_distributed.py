@@ -167,6 +167,34 @@ def test_a_dying_rank_ends_the_job_with_a_clear_message(tmp_path):
     assert "rank 0: stopped by torchrun" in out or "rank 0: lost the other ranks" in out, out
 
 
+def test_a_hung_rank_ends_the_job_after_dist_timeout_s(tmp_path):
+    """A rank that stops answering (SIGSTOP: alive, holding its sockets) is not noticed by
+    torchrun; the other rank's next collective gives up after dist_timeout_s and ends the job."""
+    proc = torchrun(SMALL + ["max_iterations=100000", "dist_timeout_s=10", "train_dir=%s" % tmp_path])
+    deadline, pid = time.time() + 120, None
+    try:
+        while time.time() < deadline and pid is None:
+            time.sleep(1.0)
+            if glob.glob(os.path.join(str(tmp_path), "*", "nn", "last.pth")):
+                pid = _rank_pid(proc.pid, 1)
+        assert pid is not None, "rank 1 never started training"
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.time()
+        rc, out = finished(proc, timeout=150)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert rc != 0
+    assert "rank 0: lost the other ranks" in out, out
+    assert took < 120, "the job took %.0f s to stop" % took
+
+
 def test_multi_gpu_without_torchrun_is_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "multi_gpu=True",
