@@ -144,6 +144,24 @@ def test_run_folder(first_run):
     assert "[it 3/3]" in first_run["stdout"] and "done: 3 iterations" in first_run["stdout"]
 
 
+def test_best_checkpoint_holds_the_weights_of_the_best_logged_score(tmp_path):
+    """nn/best.pth is written when the logged success rate beats the best so far, and only then:
+    its score is the history's maximum and its weights those of the first log that reached it.
+    (A success radius of 1.5 m around goals 1-2 m away: about half the episodes start solved,
+    so the rate differs from log to log.)"""
+    out = ok(train_py(SMALL + ["max_iterations=8", "task.task.successRadius=1.5",
+                               "task.env.episodeLength=10", "train_dir=%s" % tmp_path]))
+    nn = os.path.join(only_run_dir(tmp_path), "nn")
+    last, best = load_checkpoint(os.path.join(nn, "last.pth")), load_checkpoint(os.path.join(nn, "best.pth"))
+    points = last["history"]["charts/success_rate"]            # [env steps, rate] per log
+    rates = [r for _, r in points]
+    assert len(rates) == 8 and len(set(rates)) > 2, rates      # it varies: the test can tell
+    first_best = rates.index(max(rates))
+    assert best["best_score"] == last["best_score"] == max(rates)
+    assert best["iteration"] == first_best + 1 and best["runner"]["env_steps"] == points[first_best][0]
+    assert "best %.3f" % max(rates) in out
+
+
 def test_resume_continues_counters(first_run, resumed_run, ckpt_path):
     before = load_checkpoint(ckpt_path)
     after = load_checkpoint(os.path.join(resumed_run["dir"], "nn", "last.pth"))
