@@ -151,14 +151,22 @@ def _rank_pid(parent_pid, rank):
     return None
 
 
-def test_a_dying_rank_ends_the_job_with_a_clear_message(tmp_path):
-    proc = torchrun(SMALL + ["max_iterations=100000", "train_dir=%s" % tmp_path])
+def _long_job_and_rank_1(tmp_path, extra=()):
+    """A torchrun job that trains until stopped, and rank 1's pid once training runs."""
+    proc = torchrun(SMALL + ["max_iterations=100000", "train_dir=%s" % tmp_path] + list(extra))
     deadline, pid = time.time() + 120, None
     while time.time() < deadline and pid is None:  # wait until rank 1 exists and training runs
         time.sleep(1.0)
         if glob.glob(os.path.join(str(tmp_path), "*", "nn", "last.pth")):
             pid = _rank_pid(proc.pid, 1)
+    if pid is None:
+        proc.kill()
     assert pid is not None, "rank 1 never started training"
+    return proc, pid
+
+
+def test_a_dying_rank_ends_the_job_with_a_clear_message(tmp_path):
+    proc, pid = _long_job_and_rank_1(tmp_path)
     os.kill(pid, signal.SIGKILL)
     t0 = time.time()
     rc, out = finished(proc, timeout=120)
@@ -170,14 +178,8 @@ def test_a_dying_rank_ends_the_job_with_a_clear_message(tmp_path):
 def test_a_hung_rank_ends_the_job_after_dist_timeout_s(tmp_path):
     """A rank that stops answering (SIGSTOP: alive, holding its sockets) is not noticed by
     torchrun; the other rank's next collective gives up after dist_timeout_s and ends the job."""
-    proc = torchrun(SMALL + ["max_iterations=100000", "dist_timeout_s=10", "train_dir=%s" % tmp_path])
-    deadline, pid = time.time() + 120, None
+    proc, pid = _long_job_and_rank_1(tmp_path, ["dist_timeout_s=10"])
     try:
-        while time.time() < deadline and pid is None:
-            time.sleep(1.0)
-            if glob.glob(os.path.join(str(tmp_path), "*", "nn", "last.pth")):
-                pid = _rank_pid(proc.pid, 1)
-        assert pid is not None, "rank 1 never started training"
         os.kill(pid, signal.SIGSTOP)
         t0 = time.time()
         rc, out = finished(proc, timeout=150)
@@ -185,11 +187,10 @@ def test_a_hung_rank_ends_the_job_after_dist_timeout_s(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert rc != 0
     assert "rank 0: lost the other ranks" in out, out
     assert took < 120, "the job took %.0f s to stop" % took
