@@ -330,8 +330,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
 
     sim_device = resolve_device(cfg.sim_device)
     rl_device = resolve_device(cfg.rl_device)
-    if rl_device.startswith("cuda"):  # cuda:N: streams and CUDA graphs made without a device
-        torch.cuda.set_device(torch.device(rl_device))  # argument belong to the current one
+    if torch.device(rl_device).index is not None:  # cuda:N: streams and CUDA graphs made
+        torch.cuda.set_device(torch.device(rl_device))  # without a device argument are the current one's
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
     train_cfg = OmegaConf.to_container(cfg.train, resolve=True)
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner

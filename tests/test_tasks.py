@@ -136,17 +136,21 @@ def test_cuda_graph_step_order_and_fallback_on_the_cpu(monkeypatch, fail):
         def replay(self):
             self.fn()
 
-    recorded = []
+    recorded, generators, streams_set = [], [], []
 
     def record(fn, generator=None):
         recorded.append(fn)
+        generators.append(generator)
         if fail is not None and len(recorded) == (1 if fail == "pre" else 2):
-            raise RuntimeError("capture failed")
+            try:  # as at a capture's end: a secondary error in the wake of the first
+                raise ValueError("an illegal call while capturing")
+            except ValueError:
+                raise RuntimeError("capture failed")
         return Replayed(fn)
 
     monkeypatch.setattr(torch.cuda, "device", lambda dev: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: None)
-    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: None)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: "caller")
+    monkeypatch.setattr(torch.cuda, "set_stream", streams_set.append)
     eager, graphed = [qmix_isaac.make("MultiBallPush", num_envs=4, seed=0, episodeLength=6,
                                       physics_engine="mujoco") for _ in range(2)]
     graphed._graph_state = "cold"                    # as on CUDA (the CPU ignores env.cudaGraph)
@@ -160,12 +164,18 @@ def test_cuda_graph_step_order_and_fallback_on_the_cpu(monkeypatch, fail):
         warnings.simplefilter("always")
         for t in range(15):                         # two resets of every world
             acts = random_actions(eager, g)
-            (o0, r0, d0, _), (o1, r1, d1, _) = eager.step(acts), graphed.step(acts)
+            (o0, r0, d0, x0), (o1, r1, d1, x1) = eager.step(acts), graphed.step(acts)
             assert torch.equal(o0["obs"], o1["obs"]) and torch.equal(r0, r1) and torch.equal(d0, d1), t
+            for k, v in x0["episode"].items():
+                assert torch.equal(v, x1["episode"][k]), (t, k)
             assert sims == [graphed.control_freq_inv] * (t + 1), "one physics call per step"
     assert len(recorded) == {None: 2, "pre": 1, "post": 2}[fail]
+    assert generators == [None, graphed.rng][:len(recorded)]  # resets draw in the post graph only
     assert (graphed._step_graphs is not None) == (fail is None)
-    assert len([w for w in caught if "env.cudaGraph" in str(w.message)]) == (0 if fail is None else 1)
+    assert streams_set == ([] if fail is None else ["caller"])
+    warned = [str(w.message) for w in caught if "env.cudaGraph" in str(w.message)]
+    assert len(warned) == (0 if fail is None else 1)
+    assert fail is None or "ValueError: an illegal call while capturing" in warned[0], warned
 
 
 def test_episode_boundary_semantics():

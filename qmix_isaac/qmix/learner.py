@@ -221,7 +221,8 @@ class QLearner:
                         value.copy_(old)
         self.optimizer.zero_grad(set_to_none=True)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        with torch.cuda.graph(self._graph, stream=side):  # torch's default capture stream belongs
+            # to whichever device was current when it was first made
             self._static_stats = self._gradient_step(self._static_batch)
 
     # -- target networks ---------------------------------------------------------------------

@@ -447,10 +447,19 @@ class NewtonEngine(Engine):
         conditional, opt.graph_conditional = opt.graph_conditional, False
         try:
             yield
-        finally:
+        except BaseException:
+            # the caller's capture failed: end Warp's side of it too, and let the caller see the
+            # first error (Warp's "capture failed" at its end would replace it)
             opt.graph_conditional = conditional
             self._stream, self._external_capture = own, False
-            self._ext_graphs.append(wp.capture_end(device=self.wp_device, stream=stream))
+            try:
+                wp.capture_end(device=self.wp_device, stream=stream)
+            except Exception:  # noqa: BLE001 - secondary to the error on its way out
+                pass
+            raise
+        opt.graph_conditional = conditional
+        self._stream, self._external_capture = own, False
+        self._ext_graphs.append(wp.capture_end(device=self.wp_device, stream=stream))
 
     def _stream_scope(self):
         # no sync on entry (the default): ordering with torch is explicit (_warp_waits_for_torch),

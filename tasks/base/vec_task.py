@@ -237,11 +237,14 @@ class MultiAgentVecTask:
             post.replay()
         self._step_graphs = (pre, post)
 
-    def _capture_failed(self, caller, exc: Exception) -> None:
+    def _capture_failed(self, caller, exc: BaseException) -> None:
         torch.cuda.set_stream(caller)  # a capture that fails at its end leaves its side stream current
         self._graph_state, self._graph_actions = "off", None
+        first = exc  # what went wrong first, not the capture's end failing in its wake
+        while first.__context__ is not None:
+            first = first.__context__
         warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping without "
-                      "graphs" % (type(exc).__name__, exc), RuntimeWarning)
+                      "graphs" % (type(first).__name__, first), RuntimeWarning)
 
     def _record(self, fn, generator: Optional[torch.Generator] = None):
         """``fn()`` recorded (not run) into a new CUDA graph on a side stream, the engine's
@@ -334,4 +337,5 @@ class MultiAgentVecTask:
         return skipped
 
     def close(self) -> None:
+        self._step_graphs = None  # the task's graphs before the engine they recorded kernels of
         self.engine.close()
