@@ -186,6 +186,16 @@ def test_newton_reports_worlds_that_overflow_its_contact_buffers():
 
 
 # -- 2. Newton imports the MJCF as MuJoCo compiles it; the engines agree ----------------------
+def test_newton_reports_an_mjcf_option_its_importer_drops():
+    """Newton's SolverMuJoCo has no noslip solver: an MJCF asking for one is simulated without it,
+    and model_mismatches names the option (the check that the two engines step one model)."""
+    import dataclasses
+    sc = ant_scene()
+    sc = dataclasses.replace(sc, xml=sc.xml.replace("<option ", '<option noslip_iterations="5" ', 1))
+    assert make_engine("newton", sc, 1, "cpu").model_mismatches() == [
+        "opt.noslip_iterations: mujoco 5 vs newton 0 (flat index 0)"]
+
+
 @pytest.mark.parametrize("scene", ["ants", "balls"])
 def test_newton_compiles_the_mujoco_model(scene):
     eng = engine("newton", scene, 2)

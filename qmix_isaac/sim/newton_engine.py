@@ -392,8 +392,11 @@ class NewtonEngine(Engine):
         check("actuator_trnid", [self._mj_jnt_of_ref[j] for j in ref.actuator_trnid[:, 0]], mj.actuator_trnid[:, 0])
         for f in ("actuator_gear", "actuator_ctrlrange", "actuator_gainprm", "actuator_biasprm"):
             check(f, getattr(ref, f), world0(f))
+        # (an MJCF <option> that Newton's importer drops shows here: noslip, the o_* overrides, ...)
         for f in ("gravity", "integrator", "solver", "cone", "iterations", "ls_iterations", "tolerance",
-                  "ls_tolerance", "impratio", "disableflags", "enableflags", "o_margin"):
+                  "ls_tolerance", "impratio", "disableflags", "enableflags", "o_margin", "o_solref",
+                  "o_solimp", "o_friction", "noslip_iterations", "noslip_tolerance", "ccd_iterations",
+                  "ccd_tolerance", "jacobian", "density", "viscosity", "wind", "magnetic"):
             a = getattr(ref.opt, f)
             b = getattr(m.opt, f, None)
             b = getattr(mj.opt, f) if b is None else (b.numpy()[0] if hasattr(b, "numpy") else b)
