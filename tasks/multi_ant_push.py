@@ -119,7 +119,8 @@ class MultiAntPush(MultiAgentVecTask):
                    (0.0, 0.0, self.box_half[2]))
         return compose_scene(robots, [box], timestep=float(sim["dt"]),
                              integrator=str(sim.get("integrator", "implicitfast")),
-                             floor_friction=float(sim.get("floorFriction", 0.5)))
+                             floor_friction=float(sim.get("floorFriction", 0.5)),
+                             cone=str(sim.get("cone", "pyramidal")))
 
     # ---- actions --------------------------------------------------------------------------------
     def pre_physics_step(self, actions: torch.Tensor) -> None:

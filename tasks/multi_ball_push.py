@@ -73,7 +73,8 @@ class MultiBallPush(MultiAgentVecTask):
                    float(self.cfg["task"]["boxFriction"]), (0.0, 0.0, self.box_half[2]))
         return compose_scene(robots, [box], timestep=float(sim["dt"]),
                              integrator=str(sim.get("integrator", "implicitfast")),
-                             floor_friction=float(sim.get("floorFriction", 0.6)))
+                             floor_friction=float(sim.get("floorFriction", 0.6)),
+                             cone=str(sim.get("cone", "pyramidal")))
 
     # ---- state views ----------------------------------------------------------------------------
     def _views(self):

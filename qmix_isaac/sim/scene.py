@@ -92,15 +92,20 @@ def compose_scene(
     floor_friction: float = 0.6,
     floor_size: float = 20.0,
     goal_marker: Optional[float] = None,
+    cone: str = "pyramidal",
 ) -> Scene:
     """Return the MJCF of one world: a floor, ``robots`` and ``props``.
 
     ``goal_marker`` (a radius) adds a non-colliding mocap disc named ``goal`` for rendering only;
-    physics scenes leave it out, so the engines never see it.
+    physics scenes leave it out, so the engines never see it. ``cone``: MuJoCo's friction cone,
+    ``pyramidal`` (its default: four facets, so a flat box slides about 1.4x more easily along its
+    diagonals than along its sides) or ``elliptic`` (the same friction in every direction).
     """
+    if cone not in ("pyramidal", "elliptic"):
+        raise ValueError("sim.cone must be 'pyramidal' or 'elliptic' (got %r)" % (cone,))
     root = ET.Element("mujoco", model="scene")
     ET.SubElement(root, "compiler", angle="degree", inertiafromgeom="true")
-    ET.SubElement(root, "option", timestep="%.6g" % timestep, integrator=integrator)
+    ET.SubElement(root, "option", timestep="%.6g" % timestep, integrator=integrator, cone=cone)
     visual = ET.SubElement(root, "visual")
     ET.SubElement(visual, "headlight", ambient="0.4 0.4 0.4", diffuse="0.6 0.6 0.6")
     asset = ET.SubElement(root, "asset")
