@@ -555,7 +555,8 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
     wall = time.perf_counter() - t0
     digests = gather_strings(digest([runner.learner.agent, runner.learner.mixer]), dinfo)
     # each rank simulates its own worlds (seed + rank): their current observations differ
-    worlds = gather_strings(tensor_digest([("obs", env.obs_buf), ("states", env.states_buf)]), dinfo)
+    worlds = gather_strings(tensor_digest([("obs", env.obs_buf), ("states", env.states_buf)]), dinfo) \
+        if ranks > 1 else []
     if run is None:
         return
     try:

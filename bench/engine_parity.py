@@ -3,10 +3,10 @@ trajectories part from the same start and torques, set beside the same MuJoCo ru
 velocity nudged by 1e-6 rad/s (chaos alone), and the statistics of many worlds under random
 torques (what a learner sees), which must agree if the engines model the same physics.
 
-    python bench/engine_parity.py [--num-envs 128] [--seconds 5] [--seeds 0 1 2]
+    python bench/engine_parity.py [--num-envs 128] [--seconds 5] [--seeds 0 1 2]   (the defaults)
 
-Torques: each joint at -1, 0 or +1 x powerScale x its motor limit, drawn anew every 8 physics
-steps (the task's policy rate). Newton runs on the CPU here (slow: minutes at 128 worlds).
+Torques: each joint at -1, 0 or +1 x powerScale x its motor limit, drawn anew every
+controlFrequencyInv physics steps (the task's policy rate). Newton runs on the CPU here (slow: minutes at 128 worlds).
 """
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ import qmix_isaac  # noqa: E402
 from qmix_isaac.sim import make_engine  # noqa: E402
 from qmix_isaac.sim.rotations import quat_rotate  # noqa: E402
 
-HOLD = 8
 ROWS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
-def run(scene, name, start, torques, steps, nudge=0.0):
+def run(scene, name, start, torques, hold, steps, nudge=0.0):
     """Root states [steps, E, actors, 13] of engine ``name`` from ``start`` under ``torques``."""
     E = start[0].shape[0]
     eng = make_engine(name, scene, E, "cpu")
@@ -39,8 +38,8 @@ def run(scene, name, start, torques, steps, nudge=0.0):
     eng.set_state(torch.ones(E, dtype=torch.bool), start[0], start[1], dof_vel)
     out = []
     for s in range(steps):
-        if s % HOLD == 0:
-            eng.set_dof_torques(torques[s // HOLD])
+        if s % hold == 0:
+            eng.set_dof_torques(torques[s // hold])
         eng.simulate(1)
         eng.refresh()
         out.append(eng.root_states.clone())
@@ -49,10 +48,11 @@ def run(scene, name, start, torques, steps, nudge=0.0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-envs", type=int, default=128, help="worlds per seed for the statistics")
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seconds", type=float, default=5.0, help="simulated time per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="start layouts and torque streams (the first one's worlds for the divergence)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     print("# MultiAntPush scene, MuJoCo (C) vs Newton (MuJoCo Warp) on the CPU, %s, %s, %s"
@@ -65,15 +65,16 @@ def main(argv=None):
         e = env.engine
         start = (e.root_states.clone(), e.dof_pos.clone(), e.dof_vel.clone())
         dt, scene, ants, box, fall_z = e.dt, env.scene, env.ant_index, env.box_index, env.fall_up_z
+        hold = env.control_freq_inv
         scale = e.dof_effort_limit * env.power_scale
         env.close()
         steps = int(round(a.seconds / dt))
         g = torch.Generator().manual_seed(1000 + seed)
         torques = [(torch.randint(0, 3, (a.num_envs, scale.numel()), generator=g).float() - 1) * scale
-                   for _ in range(steps // HOLD + 1)]
-        traj = {"mujoco": run(scene, "mujoco", start, torques, steps),
-                "mujoco nudged": run(scene, "mujoco", start, torques, steps, nudge=1e-6),
-                "newton": run(scene, "newton", start, torques, steps)}
+                   for _ in range(steps // hold + 1)]
+        traj = {"mujoco": run(scene, "mujoco", start, torques, hold, steps),
+                "mujoco nudged": run(scene, "mujoco", start, torques, hold, steps, nudge=1e-6),
+                "newton": run(scene, "newton", start, torques, hold, steps)}
         if divergence is None:  # the first seed's worlds, step by step
             divergence = traj
         for k, r in traj.items():

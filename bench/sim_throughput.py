@@ -97,7 +97,7 @@ def main(argv=None):
     p.add_argument("--num-envs", nargs="+", type=int, default=[1, 4, 16, 64, 256, 1024])
     p.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--cuda-graph", action="store_true",
-                   help="also time the task step recorded in one CUDA graph (env.cudaGraph)")
+                   help="also time the task step replayed from CUDA graphs (env.cudaGraph)")
     a = p.parse_args(argv)
     dev = a.device
     print("# %s, %s, torch %s, %s, %s" % (a.task, dev, torch.__version__, platform.processor() or

@@ -102,7 +102,7 @@ def main(argv=None):
     p.add_argument("--num-envs", nargs="+", type=int, default=[64, 256])
     p.add_argument("--iterations", type=int, default=3, help="timed iterations per size")
     p.add_argument("--seconds", type=float, default=1.0, help="per rate repeat (raw, task)")
-    p.add_argument("--cuda-graph", action="store_true", help="env.cudaGraph: the task step as one CUDA graph")
+    p.add_argument("--cuda-graph", action="store_true", help="env.cudaGraph: the task step replayed from CUDA graphs")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="train config override, e.g. --set runner.batch_size=64")
     p.add_argument("--cpu-block", action="store_true",

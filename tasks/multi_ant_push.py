@@ -112,15 +112,12 @@ class MultiAntPush(MultiAgentVecTask):
 
     # ---- scene ----------------------------------------------------------------------------------
     def build_scene(self):
-        sim, task = self.cfg["sim"], self.cfg["task"]
+        task = self.cfg["task"]
         robots = [RobotPlacement("ant.xml", "torso", "ant%d_" % i, (1.5 * i, -3.0, 0.0))
                   for i in range(self.num_ants)]
         box = Prop("box", self.box_half, float(task["boxMass"]), float(task["boxFriction"]),
                    (0.0, 0.0, self.box_half[2]))
-        return compose_scene(robots, [box], timestep=float(sim["dt"]),
-                             integrator=str(sim.get("integrator", "implicitfast")),
-                             floor_friction=float(sim.get("floorFriction", 0.5)),
-                             cone=str(sim.get("cone", "pyramidal")))
+        return compose_scene(robots, [box], **self.scene_options(floor_friction=0.5))
 
     # ---- actions --------------------------------------------------------------------------------
     def pre_physics_step(self, actions: torch.Tensor) -> None:

@@ -66,15 +66,11 @@ class MultiBallPush(MultiAgentVecTask):
 
     # ---- scene ----------------------------------------------------------------------------------
     def build_scene(self):
-        sim = self.cfg["sim"]
         # every ball's template origin is the world origin, so its dofs are its world (x, y)
         robots = [RobotPlacement("ball_robot.xml", "ball", "ball%d_" % i) for i in range(self.num_balls)]
         box = Prop("box", self.box_half, float(self.cfg["task"]["boxMass"]),
                    float(self.cfg["task"]["boxFriction"]), (0.0, 0.0, self.box_half[2]))
-        return compose_scene(robots, [box], timestep=float(sim["dt"]),
-                             integrator=str(sim.get("integrator", "implicitfast")),
-                             floor_friction=float(sim.get("floorFriction", 0.6)),
-                             cone=str(sim.get("cone", "pyramidal")))
+        return compose_scene(robots, [box], **self.scene_options())
 
     # ---- state views ----------------------------------------------------------------------------
     def _views(self):

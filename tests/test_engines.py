@@ -187,8 +187,9 @@ def test_newton_reports_worlds_that_overflow_its_contact_buffers():
 
 # -- 2. Newton imports the MJCF as MuJoCo compiles it; the engines agree ----------------------
 def test_friction_cone_option_reaches_both_engines_and_means_what_it_says():
-    """sim.cone: with MuJoCo's pyramidal cone (4 facets) a box on the floor resists a push along
-    its side better than along its diagonal, which an elliptic cone does not. A 7 N push on the
+    """sim.cone: with MuJoCo's pyramidal cone (4 facets about the floor contacts' axes, world x
+    and y) a box on the floor resists a push along world x better than along the world's
+    diagonal, whichever way the box faces; an elliptic cone resists both alike. A 7 N push on the
     tasks' box (1.5 kg, friction 0.5: mu m g = 7.36 N at the contact) for 2 s."""
     import mujoco
     import qmix_isaac
@@ -197,17 +198,19 @@ def test_friction_cone_option_reaches_both_engines_and_means_what_it_says():
         sc = compose_scene([], [Prop("box", (0.3, 0.3, 0.2), 1.5, 0.5, (0.0, 0.0, 0.2))], timestep=0.01,
                            floor_friction=0.5, cone=cone)
         m = mujoco.MjModel.from_xml_string(sc.xml)
-        for angle in (0.0, 45.0):
+        for yaw, angle in ((0.0, 0.0), (0.0, 45.0), (45.0, 0.0), (45.0, 45.0)):
             d = mujoco.MjData(m)
+            d.qpos[3:7] = [math.cos(math.radians(yaw) / 2), 0.0, 0.0, math.sin(math.radians(yaw) / 2)]
             for _ in range(50):  # settle
                 mujoco.mj_step(m, d)
             x0 = d.qpos[:2].copy()
             d.xfrc_applied[1, :2] = [7.0 * math.cos(math.radians(angle)), 7.0 * math.sin(math.radians(angle))]
             for _ in range(200):
                 mujoco.mj_step(m, d)
-            moved[cone, angle] = float(((d.qpos[:2] - x0) ** 2).sum() ** 0.5)
-    assert moved["pyramidal", 0.0] < 0.1 and moved["pyramidal", 45.0] > 1.0, moved
-    assert moved["elliptic", 0.0] < 0.1 and moved["elliptic", 45.0] < 0.1, moved
+            moved[cone, yaw, angle] = float(((d.qpos[:2] - x0) ** 2).sum() ** 0.5)
+    for yaw in (0.0, 45.0):  # the box's own yaw does not matter: the world's axes do
+        assert moved["pyramidal", yaw, 0.0] < 0.2 and moved["pyramidal", yaw, 45.0] > 1.0, moved
+        assert moved["elliptic", yaw, 0.0] < 0.1 and moved["elliptic", yaw, 45.0] < 0.1, moved
     for engine_name in ("mujoco", "newton"):  # the task key reaches the engine's model
         env = qmix_isaac.make("MultiBallPush", num_envs=1, cone="elliptic", physics_engine=engine_name)
         if engine_name == "mujoco":

@@ -126,7 +126,8 @@ def test_cuda_graph_step_order_and_fallback_on_the_cpu(monkeypatch, fail):
     and replay it (CUDA itself is checked by test_cuda_graph_step_matches_eager on a GPU): step 1
     eager, step 2 records pre- and post-physics and runs them around the physics exactly once,
     later steps replay them; a capture that fails warns and that step and the rest run eagerly.
-    Every step equals the eager env's."""
+    Every step equals the eager env's. (The stand-ins run the recorded Python at every replay; a
+    real graph runs it once, at capture: Python-side values frozen there are not covered here.)"""
     import contextlib
 
     class Replayed:

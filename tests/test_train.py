@@ -230,8 +230,10 @@ def test_resume_on_another_number_of_ranks_counts_env_steps_on(ckpt_path, tmp_pa
 
 @pytest.mark.parametrize("num_envs", [1, 3])
 def test_evaluation(ckpt_path, tmp_path, num_envs):
+    # CPU and MuJoCo as the in-process check below (a GPU machine would otherwise evaluate on Newton)
     out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=%d" % num_envs,
-                       "eval_episodes=2", "train_dir=%s" % tmp_path]))
+                       "eval_episodes=2", "train_dir=%s" % tmp_path, "sim_device=cpu", "rl_device=cpu",
+                       "physics_engine=mujoco"]))
     assert "%d envs" % num_envs in out
     m = EVAL.search(out)
     assert m, out

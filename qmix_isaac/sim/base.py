@@ -76,7 +76,7 @@ class Engine:
     def close(self) -> None:
         pass
 
-    # -- recording a whole task step in one CUDA graph (MultiAgentVecTask, ``env.cudaGraph``) ----
+    # -- recording the task's side of a step in CUDA graphs (MultiAgentVecTask, ``env.cudaGraph``)
     @property
     def graph_capturable(self) -> bool:
         """True when every call of this engine can be recorded into a caller's CUDA graph

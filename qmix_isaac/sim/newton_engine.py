@@ -453,16 +453,16 @@ class NewtonEngine(Engine):
         except BaseException:
             # the caller's capture failed: end Warp's side of it too, and let the caller see the
             # first error (Warp's "capture failed" at its end would replace it)
-            opt.graph_conditional = conditional
-            self._stream, self._external_capture = own, False
             try:
                 wp.capture_end(device=self.wp_device, stream=stream)
             except Exception:  # noqa: BLE001 - secondary to the error on its way out
                 pass
             raise
-        opt.graph_conditional = conditional
-        self._stream, self._external_capture = own, False
-        self._ext_graphs.append(wp.capture_end(device=self.wp_device, stream=stream))
+        else:
+            self._ext_graphs.append(wp.capture_end(device=self.wp_device, stream=stream))
+        finally:
+            opt.graph_conditional = conditional
+            self._stream, self._external_capture = own, False
 
     def _stream_scope(self):
         # no sync on entry (the default): ordering with torch is explicit (_warp_waits_for_torch),

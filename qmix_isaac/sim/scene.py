@@ -98,8 +98,9 @@ def compose_scene(
 
     ``goal_marker`` (a radius) adds a non-colliding mocap disc named ``goal`` for rendering only;
     physics scenes leave it out, so the engines never see it. ``cone``: MuJoCo's friction cone,
-    ``pyramidal`` (its default: four facets, so a flat box slides about 1.4x more easily along its
-    diagonals than along its sides) or ``elliptic`` (the same friction in every direction).
+    ``pyramidal`` (its default: four facets about the floor contacts' axes, world x and y, so a
+    body slides about 1.4x more easily along the world's diagonals, whatever its yaw) or
+    ``elliptic`` (the same friction in every direction).
     """
     if cone not in ("pyramidal", "elliptic"):
         raise ValueError("sim.cone must be 'pyramidal' or 'elliptic' (got %r)" % (cone,))

@@ -135,8 +135,9 @@ class MultiAgentVecTask:
                                                  for k in self.metric_names}
         self.extras: Dict[str, Any] = {}
         self._all = torch.ones(E, dtype=torch.bool, device=dev)
-        # env.cudaGraph: record the whole step (actions -> torques, physics, resets, observations,
-        # rewards, statistics) in one CUDA graph after one eager step, and replay it (see step)
+        # env.cudaGraph: after one eager step, record the task's side of the step (actions ->
+        # torques; resets, observations, rewards, statistics) as two CUDA graphs and replay them
+        # around the engine's own physics graph (see the module docstring and step)
         use_graph = bool(env.get("cudaGraph", False)) and self.sim_device.type == "cuda"  # CPU: ignored
         if use_graph and not self.engine.graph_capturable:
             raise TaskConfigError("env.cudaGraph needs an engine that CUDA graphs can record "
@@ -159,6 +160,14 @@ class MultiAgentVecTask:
     # ---- for subclasses -------------------------------------------------------------------------
     def build_scene(self) -> Scene:
         raise NotImplementedError
+
+    def scene_options(self, floor_friction: float = 0.6) -> Dict[str, Any]:
+        """``compose_scene``'s physics options from the config's ``sim`` block: dt, integrator,
+        floorFriction (``floor_friction`` when absent) and the friction cone."""
+        sim = self.cfg["sim"]
+        return {"timestep": float(sim["dt"]), "integrator": str(sim.get("integrator", "implicitfast")),
+                "floor_friction": float(sim.get("floorFriction", floor_friction)),
+                "cone": str(sim.get("cone", "pyramidal"))}
 
     def pre_physics_step(self, actions: torch.Tensor) -> None:
         """Turn discrete actions into joint torques and hand them to the engine."""
@@ -219,32 +228,32 @@ class MultiAgentVecTask:
         advances exactly one step. Should a capture fail, warn once and go on stepping eagerly."""
         self._graph_actions = actions.clone()
         with torch.cuda.device(self.sim_device):
-            caller = torch.cuda.current_stream(self.sim_device)
-            try:
-                pre = self._record(lambda: self.pre_physics_step(self._graph_actions))
-            except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
-                self._capture_failed(caller, exc)
+            pre = self._record_or_warn(lambda: self.pre_physics_step(self._graph_actions))
+            if pre is None:
                 self._physics_step(actions)
                 return
             pre.replay()
             self.engine.simulate(self.control_freq_inv)
-            try:
-                post = self._record(self.post_physics_step, self.rng)
-            except Exception as exc:  # noqa: BLE001
-                self._capture_failed(caller, exc)
+            post = self._record_or_warn(self.post_physics_step, self.rng)
+            if post is None:
                 self.post_physics_step()
                 return
             post.replay()
         self._step_graphs = (pre, post)
 
-    def _capture_failed(self, caller, exc: BaseException) -> None:
-        torch.cuda.set_stream(caller)  # a capture that fails at its end leaves its side stream current
-        self._graph_state, self._graph_actions = "off", None
-        first = exc  # what went wrong first, not the capture's end failing in its wake
-        while first.__context__ is not None:
-            first = first.__context__
-        warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping without "
-                      "graphs" % (type(first).__name__, first), RuntimeWarning)
+    def _record_or_warn(self, fn, generator: Optional[torch.Generator] = None):
+        """``_record``, or None after a warning naming what failed (then every step runs eagerly)."""
+        caller = torch.cuda.current_stream(self.sim_device)
+        try:
+            return self._record(fn, generator)
+        except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager steps
+            torch.cuda.set_stream(caller)  # a capture that fails at its end leaves its stream current
+            self._graph_state, self._graph_actions = "off", None
+            # the error that broke the capture, not the capture's end failing in its wake
+            first = exc.__context__ if exc.__context__ is not None and not exc.__suppress_context__ else exc
+            warnings.warn("env.cudaGraph: capturing the task step failed (%s: %s); stepping without "
+                          "graphs" % (type(first).__name__, first), RuntimeWarning)
+            return None
 
     def _record(self, fn, generator: Optional[torch.Generator] = None):
         """``fn()`` recorded (not run) into a new CUDA graph on a side stream, the engine's
