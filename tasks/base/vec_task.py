@@ -22,7 +22,7 @@ Nothing in ``step`` reads a tensor on the host: resets are masked writes, not in
 CUDA the task's side of the step can be replayed from CUDA graphs (``env.cudaGraph: true``, engines
 whose ``graph_capturable`` is True, i.e. newton): the first step runs eagerly, the second records
 ``pre_physics_step`` and ``post_physics_step`` (resets, observations, rewards, statistics: torch's
-kernels and the engine's, on one stream) as two graphs, and every later step replays them around
+kernels and the engine's, on one stream) as two graphs, and it and every later step replay them around
 ``engine.simulate``, which launches the engine's own graph of the physics. The physics stays out of
 the task's graphs because MuJoCo Warp's solver loop stops early (all worlds converged) only as a
 conditional node of a Warp graph, which a torch capture cannot hold: inside one it would run every
@@ -200,6 +200,8 @@ class MultiAgentVecTask:
 
     def step(self, actions: torch.Tensor):
         actions = actions.to(self.sim_device)
+        if self._graph_state == "warm":  # the first step ran every kernel once: record them now
+            self._step_graphs = self._record_step(actions)  # None after a warning: eager from now on
         if self._step_graphs is not None:
             pre, post = self._step_graphs
             with torch.cuda.device(self.sim_device):  # cuda:N: replays on its current stream
@@ -207,11 +209,9 @@ class MultiAgentVecTask:
                 pre.replay()
                 self.engine.simulate(self.control_freq_inv)  # the engine's own graph
                 post.replay()
-        elif self._graph_state == "warm":
-            self._capture_step(actions)
         else:
             self._physics_step(actions)
-            if self._graph_state == "cold":  # the first step ran every kernel once: capture next
+            if self._graph_state == "cold":
                 self._graph_state = "warm"
         return self._obs_dict(), self.rew_buf.to(self.rl_device), \
             self.reset_buf.to(self.rl_device), self.extras
@@ -221,25 +221,18 @@ class MultiAgentVecTask:
         self.engine.simulate(self.control_freq_inv)
         self.post_physics_step()
 
-    def _capture_step(self, actions: torch.Tensor) -> None:
-        """Record ``pre_physics_step`` and ``post_physics_step`` (torch ops and the engine's
-        kernels) as two CUDA graphs and run them around ``engine.simulate``; later steps replay
-        them. Recording executes nothing, so each graph is replayed once here and the env
-        advances exactly one step. Should a capture fail, warn once and go on stepping eagerly."""
+    def _record_step(self, actions: torch.Tensor):
+        """``pre_physics_step`` and ``post_physics_step`` (torch ops and the engine's kernels)
+        recorded as two CUDA graphs, to be replayed around ``engine.simulate``; recording runs
+        nothing, so the step that records them replays them too. None if a capture failed."""
         self._graph_actions = actions.clone()
         with torch.cuda.device(self.sim_device):
             pre = self._record_or_warn(lambda: self.pre_physics_step(self._graph_actions))
-            if pre is None:
-                self._physics_step(actions)
-                return
-            pre.replay()
-            self.engine.simulate(self.control_freq_inv)
-            post = self._record_or_warn(self.post_physics_step, self.rng)
-            if post is None:
-                self.post_physics_step()
-                return
-            post.replay()
-        self._step_graphs = (pre, post)
+            post = None if pre is None else self._record_or_warn(self.post_physics_step, self.rng)
+        if post is None:
+            return None
+        self._graph_state = "on"
+        return pre, post
 
     def _record_or_warn(self, fn, generator: Optional[torch.Generator] = None):
         """``_record``, or None after a warning naming what failed (then every step runs eagerly)."""
