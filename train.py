@@ -419,7 +419,7 @@ def record_clip(cfg, runner, task_cfg, path: str) -> str:
         frames.append(renderer.frame())
     renderer.close()
     env.close()
-    return write_mp4(path, frames, fps=max(1, int(round(1.0 / env.dt))))
+    return write_mp4(path, frames, fps=1.0 / env.dt)
 
 
 def log_line(it: int, max_it: int, stats: Dict[str, float]) -> str:
@@ -547,8 +547,9 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
                     save("last.pth", best)
                     run.try_sync()  # a failure warns; tried again at the next log, then at close
             if run is not None and cfg.capture_video and runner.env_steps >= next_clip:
-                clip = run.path("videos", "it%06d.mp4" % iteration)
-                say("[qmix-isaac] video %s" % record_clip(cfg, runner, task_cfg, clip), flush=True)
+                name = "it%06d.mp4" % iteration
+                record_clip(cfg, runner, task_cfg, run.path("videos", name))
+                say("[qmix-isaac] video %s" % run.url("videos", name), flush=True)  # where it ends up
                 next_clip = runner.env_steps + int(cfg.capture_video_freq) * env.num_envs
     except KeyboardInterrupt:
         say("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
@@ -591,17 +592,18 @@ def test(cfg, ckpt, env, runner, task_cfg) -> None:
     from qmix_isaac.runner import evaluate
 
     load_runner_state(runner, ckpt)
+    played = False
     if not cfg.headless:
         from qmix_isaac.record.viewer import play
-        if play(env, runner.agent, max_steps=int(cfg.viewer_steps)):
-            return
-    res = evaluate(runner.agent, env, int(cfg.eval_episodes))
-    start = " (at the start %.3f m)" % res["start_box_dist"] if "start_box_dist" in res else ""
-    print("[qmix-isaac] eval %s: %d episodes | success rate %.3f | return %.3f | final box-goal "
-          "distance %.3f m%s | length %.1f" % (task_cfg["name"], int(res["episodes"]),
-                                                res.get("success", float("nan")), res["return"],
-                                                res.get("final_box_dist", float("nan")), start,
-                                                res["length"]), flush=True)
+        played = play(env, runner.agent, max_steps=int(cfg.viewer_steps))
+    if not played:  # the viewer replaces the evaluation; a clip asked for is recorded either way
+        res = evaluate(runner.agent, env, int(cfg.eval_episodes))
+        start = " (at the start %.3f m)" % res["start_box_dist"] if "start_box_dist" in res else ""
+        print("[qmix-isaac] eval %s: %d episodes | success rate %.3f | return %.3f | final box-goal "
+              "distance %.3f m%s | length %.1f" % (task_cfg["name"], int(res["episodes"]),
+                                                    res.get("success", float("nan")), res["return"],
+                                                    res.get("final_box_dist", float("nan")), start,
+                                                    res["length"]), flush=True)
     if cfg.capture_video:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         name = "play_%s_%s.mp4" % (task_cfg["name"], stamp)
@@ -682,13 +684,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise UsageError("seed must be an integer (got %s)" % cfg.seed)
         dinfo = join_job(cfg)
-        if dinfo.is_main and not cfg.test:  # before the (slow) build: bucket, credentials, network
-            from qmix_isaac.record.storage import StorageError, check_remote, is_url
-            if is_url(str(cfg.train_dir)):
-                try:
-                    check_remote(str(cfg.train_dir))
-                except StorageError as exc:
-                    raise UsageError("train_dir=%s" % exc)
+        if dinfo.is_main and (not cfg.test or cfg.capture_video):
+            # before the (slow) build: where the run (or the test's clip) goes can take it
+            from qmix_isaac.record.storage import StorageError, check_local_dir, check_remote, is_url
+            train_dir = str(cfg.train_dir)
+            try:
+                if is_url(train_dir):
+                    check_remote(train_dir)  # bucket, credentials, network; names the URL itself
+                else:
+                    check_local_dir(train_dir)
+            except StorageError as exc:
+                raise UsageError("train_dir=%s" % exc if is_url(train_dir)
+                                 else "train_dir=%s: %s" % (train_dir, exc))
         cfg.seed = set_seed(int(cfg.seed), bool(cfg.torch_deterministic), dinfo.rank)
         env, runner, task_cfg, train_cfg = build(cfg, ckpt, argv, dinfo)
         if cfg.test:

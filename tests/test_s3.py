@@ -172,7 +172,9 @@ def test_sync_uploads_only_what_changed(tmp_path, monkeypatch):
     from qmix_isaac.record import storage
     sent = []
     monkeypatch.setattr(storage, "upload_file", lambda local, url: sent.append(url))
+    monkeypatch.setattr(storage.tempfile, "tempdir", str(tmp_path))  # staging under tmp_path
     folder = RunFolder("s3://bucket/run")
+    assert os.path.dirname(folder.local) == str(tmp_path)
     try:
         os.makedirs(folder.path("nn"))
         with open(folder.path("config.yaml"), "w") as f:

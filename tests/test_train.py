@@ -307,11 +307,62 @@ def test_video_in_test_mode(ckpt_path, tmp_path):
 
 def test_wandb_offline(tmp_path):
     ok(train_py(SMALL + ["num_envs=2", "max_iterations=1", "wandb_activate=True",
+                         "wandb_logcode_dir=%s" % os.path.join(ROOT, "tasks"),
                          "train_dir=%s" % tmp_path], WANDB_MODE="offline", WANDB_SILENT="true"))
     run = only_run_dir(tmp_path)
     offline = glob.glob(os.path.join(run, "wandb", "offline-run-*"))
     assert len(offline) == 1, os.listdir(run)
-    assert glob.glob(os.path.join(offline[0], "run-*.wandb"))
+    records = glob.glob(os.path.join(offline[0], "run-*.wandb"))
+    assert records
+    with open(records[0], "rb") as f:  # wandb_logcode_dir: the code artifact's manifest names the files
+        assert b"multi_ant_push.py" in f.read()
+
+
+def test_write_mp4_fractional_rate_and_refusals(tmp_path):
+    """A clip at 12.5 frames/s (MultiAntPush's 80 ms policy step) keeps that rate; frames of odd
+    or mixed sizes are refused before anything is written."""
+    import imageio_ffmpeg
+
+    from qmix_isaac.record.video import write_mp4
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(10)]
+    path = write_mp4(os.path.join(str(tmp_path), "a.mp4"), frames, fps=12.5)
+    meta = next(imageio_ffmpeg.read_frames(path))
+    assert meta["fps"] == pytest.approx(12.5) and len(read_mp4(path)) == 10
+    with pytest.raises(ValueError, match="even"):
+        write_mp4(os.path.join(str(tmp_path), "b.mp4"), [f[:47] for f in frames])
+    with pytest.raises(ValueError, match="frame 3"):
+        write_mp4(os.path.join(str(tmp_path), "c.mp4"), frames[:3] + [frames[3][:46]] + frames[4:])
+    assert sorted(os.listdir(str(tmp_path))) == ["a.mp4"]  # no clip, no temporary file left
+
+
+def test_video_with_a_display_that_opens_no_window(ckpt_path, tmp_path):
+    """headless=False on a DISPLAY where no window opens: the viewer plays headless and the clip is
+    drawn offscreen (it used to fail in the window backend after the evaluation)."""
+    out = ok(train_py(["headless=False", "test=True", "checkpoint=%s" % ckpt_path, "num_envs=1",
+                       "eval_episodes=1", "capture_video=True", "capture_video_len=8",
+                       "train_dir=%s" % tmp_path], timeout=120, DISPLAY=":4711"))
+    assert "video frames drawn offscreen" in out and EVAL.search(out), out
+    clips = glob.glob(os.path.join(str(tmp_path), "play_MultiBallPush_*.mp4"))
+    assert len(clips) == 1 and len(read_mp4(clips[0])) == 8
+
+
+@pytest.mark.parametrize("args", [["task=MultiBallPush", "max_iterations=1"],
+                                  ["test=True", "checkpoint={ckpt}", "capture_video=True"]],
+                         ids=["train", "test-video"])
+def test_train_dir_that_cannot_be_written(args, tmp_path, request):
+    """A train_dir under a file: one line naming it, exit 2, before the task is built."""
+    ckpt = request.getfixturevalue("ckpt_path") if "checkpoint={ckpt}" in args else ""
+    blocker = os.path.join(str(tmp_path), "a_file")
+    with open(blocker, "w") as f:
+        f.write("x")
+    proc = train_py([a.format(ckpt=ckpt) for a in args]
+                    + ["num_envs=2", "train_dir=%s" % os.path.join(blocker, "runs")])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert "%s is not a folder" % blocker in lines[0], lines[0]
+    assert "task MultiBallPush" not in proc.stdout  # nothing built
+    assert os.listdir(str(tmp_path)) == ["a_file"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,6 +709,7 @@ def test_viewer_on_xvfb(ckpt_path, xvfb, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "train.py"), "headless=False", "test=True",
              "checkpoint=%s" % ckpt_path, "num_envs=1", "viewer_steps=%d" % limit,
+             "capture_video=True", "capture_video_len=8",  # recorded after the window closes
              "train_dir=%s" % tmp_path], cwd=ROOT, env=_env(DISPLAY=xvfb), stdout=out_f,
             stderr=subprocess.PIPE, text=True)
         try:
@@ -690,3 +742,6 @@ def test_viewer_on_xvfb(ckpt_path, xvfb, tmp_path):
     else:
         assert steps == limit
     assert not EVAL.search(out)  # played in the window, not evaluated headless
+    clips = glob.glob(os.path.join(str(tmp_path), "play_MultiBallPush_*.mp4"))
+    assert len(clips) == 1 and clips[0] in out  # capture_video=True beside the viewer
+    check_clip(clips[0], 8)

@@ -30,9 +30,30 @@ class CheckpointError(ValueError):
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    try:  # Linux: read it without touching it (another thread may be creating files)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it: put it straight back
     os.umask(mask)
     return mask
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -50,6 +71,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(folder)
 
 
 def atomic_write_text(path: str, text: str) -> None:

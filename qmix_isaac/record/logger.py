@@ -38,6 +38,8 @@ class RunLogger:
                 group=wandb_cfg.get("group") or None, name=wandb_cfg.get("name") or None,
                 tags=list(wandb_cfg.get("tags") or []), config=dict(config or {}),
                 dir=run_dir, resume="allow", id=wandb_cfg.get("id"))
+            if wandb_cfg.get("logcode_dir"):  # IsaacGymEnvs' wandb_logcode_dir: the code as an artifact
+                self._wandb.log_code(root=str(wandb_cfg["logcode_dir"]))
 
     def log(self, env_steps: int, scalars: Mapping[str, float]) -> None:
         for k, v in scalars.items():

@@ -42,7 +42,7 @@ def start_run(cfg, task_cfg: Mapping[str, Any], train_cfg: Mapping[str, Any],
         wandb_cfg = {"activate": bool(cfg.wandb_activate), "project": cfg.wandb_project,
                      "entity": cfg.wandb_entity, "group": cfg.wandb_group,
                      "name": cfg.wandb_name or os.path.basename(run.target.rstrip("/")),
-                     "tags": list(cfg.wandb_tags)}
+                     "tags": list(cfg.wandb_tags), "logcode_dir": cfg.get("wandb_logcode_dir", "")}
         logger = RunLogger(run.local, config=resolved, wandb_cfg=wandb_cfg, history=history)
         old_best = os.path.join(os.path.dirname(str(cfg.checkpoint)), "best.pth")
         if ckpt is not None and is_url(old_best) and remote_exists(old_best):

@@ -90,6 +90,18 @@ def _bucket(path: str) -> str:
     return path.split("/", 1)[0]
 
 
+def check_local_dir(path: str) -> None:
+    """Raise StorageError (one line) unless ``path`` is, or can be created as, a folder this
+    process can write in. Creates nothing: checks the nearest folder that exists."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise StorageError("%s is not a folder" % probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StorageError("%s is not writable" % probe)
+
+
 def check_remote(url: str) -> None:
     """Raise StorageError (one line) unless the bucket of ``url`` exists and can be listed."""
     fs, path = _fs(url)

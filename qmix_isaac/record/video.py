@@ -43,7 +43,14 @@ def choose_gl_backend(headless: bool, offscreen: bool = True) -> str:
     before the first ``import mujoco``. GLBackendError when OSMesa is wanted but not installed."""
     if os.environ.get("MUJOCO_GL"):
         return os.environ["MUJOCO_GL"]
-    if not headless and os.environ.get("DISPLAY"):
+    problem = ""
+    if not headless and os.environ.get("DISPLAY") and offscreen:
+        from qmix_isaac.record.viewer import window_problem  # imports glfw, not mujoco
+        problem = window_problem()
+        if problem:  # a DISPLAY that opens no window: draw the clips offscreen instead
+            print("[qmix-isaac] no OpenGL window here (%s): video frames drawn offscreen" % problem,
+                  flush=True)
+    if not headless and os.environ.get("DISPLAY") and not problem:
         backend = "glfw"
     elif not offscreen:
         return ""
@@ -136,20 +143,45 @@ class TeamRenderer(WorldMirror):
         self._renderer.close()
 
 
-def write_mp4(path: str, frames: List[np.ndarray], fps: int = 30) -> str:
-    """Write RGB frames to ``path`` (H.264) through a temporary file, then rename."""
+def write_mp4(path: str, frames: List[np.ndarray], fps: float = 30.0) -> str:
+    """Write RGB frames [H, W, 3] uint8, all of one even size, to ``path`` (H.264) through a
+    temporary file in the same folder, then rename: ``path`` is a whole clip or is not touched.
+    ffmpeg's failures (imageio-ffmpeg does not check its exit code) are caught by counting the
+    frames of the file it wrote. ``fps`` may be fractional (12.5 for an 80 ms policy step)."""
     import imageio_ffmpeg
-    h, w = frames[0].shape[:2]
+    if not frames:
+        raise ValueError("write_mp4: no frames")
+    shape = frames[0].shape
+    if len(shape) != 3 or shape[2] != 3 or shape[0] % 2 or shape[1] % 2:
+        raise ValueError("write_mp4: frames must be [H, W, 3] with H and W even (H.264 in "
+                         "yuv420p), got %s" % (shape,))
+    odd = [i for i, f in enumerate(frames) if f.shape != shape]
+    if odd:
+        raise ValueError("write_mp4: frame %d is %s, frame 0 %s" % (odd[0], frames[odd[0]].shape, shape))
+    h, w = shape[:2]
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
-    writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, macro_block_size=1,
-                                         output_params=["-loglevel", "error"])
-    writer.send(None)
     try:
-        for f in frames:
-            writer.send(np.ascontiguousarray(f))
-    finally:
-        writer.close()
-    os.replace(tmp, path)
+        writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, macro_block_size=1,
+                                             output_params=["-loglevel", "error"])
+        writer.send(None)
+        try:
+            for f in frames:
+                writer.send(np.ascontiguousarray(f, dtype=np.uint8))
+        finally:
+            writer.close()
+        try:
+            n, _ = imageio_ffmpeg.count_frames_and_secs(tmp)
+        except (RuntimeError, OSError):
+            n = 0  # no readable video in the file
+        if n != len(frames):
+            raise RuntimeError("ffmpeg wrote %d of %d frames to %s" % (n, len(frames), path))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path

@@ -18,7 +18,7 @@ __all__ = ["play"]
 KEY_ESCAPE, KEY_V = 256, 86  # GLFW key codes, as launch_passive's key_callback receives them
 
 
-def _window_problem() -> str:
+def window_problem() -> str:
     """'' when GLFW can open an OpenGL window here, else why not. Probed on this thread because
     ``launch_passive`` opens its window on a thread of its own, where a failure ends the process
     (or leaves the caller waiting) instead of raising."""
@@ -55,7 +55,7 @@ def play(env, agent, *, max_steps: int = 0) -> bool:
     if not os.environ.get("DISPLAY"):
         print("[qmix-isaac] no display (DISPLAY is unset): playing headless instead", flush=True)
         return False
-    problem = _window_problem()
+    problem = window_problem()
     if problem:
         print("[qmix-isaac] cannot open a viewer window (%s): playing headless instead" % problem,
               flush=True)
