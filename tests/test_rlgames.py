@@ -288,11 +288,27 @@ def test_gumbel_max_samples_the_policy_over_available_actions():
 def test_mappo_trains_and_evaluates(tmp_path):
     out = ok(train_py(SMALL + ["train=MultiBallPushMAPPO", "max_iterations=3", "train_dir=%s" % tmp_path]))
     assert "rl-games MAPPO" in out and "done: 3 iterations" in out
-    ckpt_path = os.path.join(only_run_dir(tmp_path), "nn", "best.pth")
+    run = only_run_dir(tmp_path)
+    ckpt_path = os.path.join(run, "nn", "best.pth")
     ckpt = load_checkpoint(ckpt_path)
     assert ckpt["algo"] == "rl-games MAPPO" and "assymetric_vf_nets" in ckpt["runner"]["rl_games"]
+    # the critic's loss is the central value's; the actor-critic's own value head is not trained
+    # (rl-games logs a zero for it, which the value-loss curve used to show)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(os.path.join(run, "summaries"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "losses/central_value_loss" in tags and "losses/critic_loss" not in tags, tags
+    assert all(e.value > 0 for e in acc.Scalars("losses/central_value_loss"))
     out = ok(train_py(["test=True", "checkpoint=%s" % ckpt_path, "num_envs=2", "eval_episodes=2"]))
     assert EVAL.search(out), out
+    # resumed with another central value: one line, and no run folder left behind
+    resumed = tmp_path / "resumed"
+    one_line_error(train_py(["checkpoint=%s" % ckpt_path, "max_iterations=5",
+                             "train.params.config.central_value_config.network.mlp.units=[32]",
+                             "train_dir=%s" % resumed]),
+                   "the checkpoint's training state does not fit this train config")
+    assert glob.glob(os.path.join(str(resumed), "*", "")) == []
 
 
 def test_checkpoint_of_the_other_learner_is_refused(ppo_run, tmp_path):
@@ -315,7 +331,11 @@ def test_checkpoint_of_the_other_learner_is_refused(ppo_run, tmp_path):
      "not a multiple of the minibatch of 1000"),
     (["task=MultiBallPush", "train=MultiBallPushPPO", "train.params.config.torch_compile=true"],
      "torch_compile must be false"),
-], ids=["factored-task-flat-model", "minibatch", "torch-compile"])
+    (["task=MultiBallPush", "train=MultiBallPushPPO", "+train.params.config.max_frames=512"],
+     "params.config.max_frames: a run stops at max_iterations"),
+    (["task=MultiBallPush", "train=MultiBallPushPPO", "train.params.config.max_epochs=50"],
+     "params.config.max_epochs=50: a run stops at max_iterations"),
+], ids=["factored-task-flat-model", "minibatch", "torch-compile", "max-frames", "max-epochs"])
 def test_config_errors_are_one_line(args, words, tmp_path):
     one_line_error(train_py(args + ["num_envs=2", "train_dir=%s" % tmp_path]), words)
     assert glob.glob(os.path.join(str(tmp_path), "*", "")) == []
@@ -361,7 +381,12 @@ def test_an_epoch_cut_short_by_ctrl_c_is_not_counted(tmp_path):
 
     observer = EpisodeObserver(NoLogger(), log_interval=10 ** 12, max_epochs=10, save=lambda *a: None,
                                quiet=True)
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+             torch.get_float32_matmul_precision())
     algo = runner.run(observer, run_dir=str(tmp_path / "run"), max_epochs=10, seed=0)
+    # rl-games' Runner() turns on cudnn.benchmark and TF32 for everyone; put back after it
+    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+            torch.get_float32_matmul_precision()) == flags == (False, False, "highest")
     assert observer.epoch == 2 and observer.env_steps == 2 * 16 * 8
     assert int(algo.epoch_num) == 2 and int(algo.frame) // int(algo.num_agents) == 2 * 16 * 8
     env.close()
@@ -417,4 +442,15 @@ def test_player_deterministic_false_samples_and_true_plays_the_argmax():
     differs = (picks[False] != mode).float().mean().item()
     # fresh weights give near-uniform logits over 5 actions: about 4 / 5 of draws are another action
     assert 0.5 < differs < 0.95, differs
+    # the draws follow train.py's seed= (torch's seed when the policy is built), not a fixed one
+    cfg = train_cfg("MultiBallPushPPO")
+    cfg["params"]["config"].setdefault("player", {})["deterministic"] = False
+    draws = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        policy = RLGamesRunner(cfg, env).agent
+        torch.manual_seed(0)  # the same weights: only the policy's own generator differs
+        policy.model.load_state_dict(RLGamesRunner(cfg, env).model.state_dict())
+        draws.append(torch.stack([policy(obs)[0].argmax(-1) for _ in range(50)]))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
     env.close()

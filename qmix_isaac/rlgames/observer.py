@@ -81,9 +81,11 @@ class EpisodeObserver(AlgoObserver):
     def __init__(self, logger, *, log_interval: int, max_epochs: int,
                  save: Callable[[Any, str, float], None], best: float = -math.inf,
                  summaries_dir: Optional[str] = None, quiet: bool = False,
-                 health: Optional[Callable[[Dict[str, float]], None]] = None) -> None:
+                 health: Optional[Callable[[Dict[str, float]], None]] = None,
+                 has_best: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         self.health = health  # adds the engine's diagnostics to each log's statistics
+        self.has_best = has_best  # whether the run folder holds a best.pth yet
         self.logger = logger
         self.log_interval = int(log_interval)
         self.max_epochs = int(max_epochs)
@@ -180,6 +182,10 @@ class EpisodeObserver(AlgoObserver):
         for k in PER_AGENT:
             if k in stats:
                 stats[k] /= float(self.algo.num_agents)
+        if not getattr(self.algo, "has_value_loss", True):
+            # MAPPO: the actor-critic's own value head is not trained (rl-games logs a zero for
+            # it); the critic is the central value, whose loss is losses/central_value_loss
+            stats.pop("losses/critic_loss", None)
         stats["charts/env_steps"] = float(self.env_steps)
         stats["charts/env_steps_per_s"] = (self.env_steps - self._steps_log) / max(now - self._t_log, 1e-9)
         self._t_log, self._steps_log = now, self.env_steps
@@ -195,6 +201,8 @@ class EpisodeObserver(AlgoObserver):
         score = stats.get("charts/episode_return", -math.inf) if score != score else score
         if score == score and score > self.best:
             self.best = score
+            self.save(self.algo, "best.pth", self.best)
+        elif not self.has_best():  # nothing scored yet (or a resume): the first weights, as QMIX
             self.save(self.algo, "best.pth", self.best)
         self.save(self.algo, "last.pth", self.best)
         return stats

@@ -45,6 +45,12 @@ REQUIRED = ("horizon_length", "mini_epochs", "learning_rate", "gamma", "tau", "e
             "normalize_input", "normalize_advantage", "lr_schedule", "reward_shaper")
 CURVE_PANELS = (("charts/episode_return", "episode return"), ("charts/success_rate", "success rate"),
                 ("losses/entropy", "policy entropy"), ("losses/critic_loss", "value loss"))
+# MAPPO: the critic is the central value (the actor-critic's own value head is not trained)
+CURVE_PANELS_MAPPO = CURVE_PANELS[:3] + (("losses/central_value_loss", "central value loss"),)
+# what rl-games' Runner() turns on for speed; put back after it, so that torch_deterministic=True
+# and the task's own float32 maths stay as train.py set them (test=True builds no Runner)
+_TORCH_FLAGS = (("backends.cuda.matmul", "allow_tf32"), ("backends.cudnn", "allow_tf32"),
+                ("backends.cudnn", "benchmark"))
 
 
 class TrainConfigError(ValueError):
@@ -88,6 +94,15 @@ def rlgames_params(train_cfg: Mapping[str, Any], env) -> Dict[str, Any]:
         raise TrainConfigError("the task has %s: use params.model.name=%s with params.network.space.%s "
                                "(got model %s, space %s)" % (kind, want, MODELS[want], model,
                                                              "/".join(space) or "none"))
+    for key in ("max_frames", "max_steps"):  # rl-games counts them in agent-steps
+        if key in config:
+            raise TrainConfigError("params.config.%s: a run stops at max_iterations (rl-games "
+                                   "epochs) here; set max_iterations= instead" % key)
+    epochs, its = config.get("max_epochs"), train_cfg.get("max_iterations")
+    if isinstance(epochs, int) and isinstance(its, int) and epochs != its:  # resolved configs
+        raise TrainConfigError("params.config.max_epochs=%s: a run stops at max_iterations (%s); "
+                               "set max_iterations= instead" % (config["max_epochs"],
+                                                                train_cfg["max_iterations"]))
     if factored and config.get("use_action_masks", True) and len(set(env.action_branches)) > 1:
         raise TrainConfigError("rl-games splits action masks into equal parts per branch: "
                                "use_action_masks needs branches of equal size, not %s"
@@ -209,6 +224,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _attr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _make_agent_class():
     class QmixIsaacA2CAgent(a2c_discrete.DiscreteA2CAgent):
         """rl-games' discrete PPO agent (what it learns is unchanged), with two differences:
@@ -219,7 +240,13 @@ def _make_agent_class():
         def __init__(self, base_name, params, resume=None, rng=None):
             super().__init__(base_name, params)
             if resume is not None:
-                self.set_full_state_weights(resume)
+                try:
+                    self.set_full_state_weights(resume)
+                except (RuntimeError, KeyError, ValueError) as exc:  # e.g. the central value's size
+                    from qmix_isaac.record.checkpoint import CheckpointError
+                    detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+                    raise CheckpointError("the checkpoint's training state does not fit this train "
+                                          "config (%s)" % detail[:240])
                 self.algo_observer.resumed(self)
             if rng is not None:
                 set_rng_state(rng)
@@ -281,7 +308,8 @@ class RLGamesRunner:
         player = self.params["config"].get("player") or {}
         self.agent = GreedyPolicy(self.model, env.num_agents, self.vec_env.branches,
                                   self.vec_env.obs_agent_id, env.rl_device,
-                                  deterministic=bool(player.get("deterministic", True)))
+                                  deterministic=bool(player.get("deterministic", True)),
+                                  seed=torch.initial_seed())  # train.py's seed= (set_seed)
         self._resume: Optional[Dict[str, Any]] = None
         self.env_steps = 0
 
@@ -341,7 +369,12 @@ class RLGamesRunner:
                                                                 or [repr(exc)])[0]))
                 raise
 
+        saved = [(getattr(_attr(torch, mod), name)) for mod, name in _TORCH_FLAGS]
+        precision = torch.get_float32_matmul_precision()
         rl_runner = Runner(algo_observer=observer)
+        for (mod, name), value in zip(_TORCH_FLAGS, saved):
+            setattr(_attr(torch, mod), name, value)
+        torch.set_float32_matmul_precision(precision)
         rl_runner.algo_factory.register_builder("a2c_discrete", make_agent)
         params = self._run_params(seed, os.path.abspath(run_dir), max_epochs)
         try:
@@ -368,6 +401,7 @@ class RLGamesRunner:
               train_cfg: Dict[str, Any], *, usage_error: Callable[[str], Exception]) -> None:
         """Train in a new run folder (``record.run.start_run``: local, or staged for object
         storage), as train.py's QMIX loop does; bad input raises ``usage_error(one line)``."""
+        from qmix_isaac.record.checkpoint import CheckpointError
         from qmix_isaac.record.curves import plot_curves
         from qmix_isaac.record.run import RunSetupError, engine_health, start_run
         from qmix_isaac.record.storage import StorageError
@@ -420,7 +454,8 @@ class RLGamesRunner:
             warned[0] = engine_health(self.env, stats, print, warned[0])
 
         observer = EpisodeObserver(logger, log_interval=log_interval, max_epochs=max_it, save=save,
-                                   best=best, summaries_dir=run.path("summaries"), health=health)
+                                   best=best, summaries_dir=run.path("summaries"), health=health,
+                                   has_best=lambda: os.path.isfile(run.path("nn", "best.pth")))
         t0 = time.perf_counter()
         try:
             algo = self.run(observer, run_dir=run.local, max_epochs=max_it, seed=int(cfg.seed),
@@ -430,6 +465,10 @@ class RLGamesRunner:
             logger.close()
             run.discard()
             raise usage_error("train config (rl-games): %s" % exc)
+        except CheckpointError as exc:  # its training state does not fit: no run to keep
+            logger.close()
+            run.discard()
+            raise usage_error(str(exc))
         wall = time.perf_counter() - t0
         self.env_steps = observer.env_steps
         try:
@@ -437,7 +476,8 @@ class RLGamesRunner:
             if not os.path.isfile(run.path("nn", "best.pth")):
                 save(algo, "best.pth", observer.best)  # nothing scored: the last weights are the best
             png = plot_curves(logger.history, run.path("curves.png"),
-                              title="%s, %s" % (task_cfg["name"], self.algo_name), panels=CURVE_PANELS)
+                              title="%s, %s" % (task_cfg["name"], self.algo_name),
+                              panels=CURVE_PANELS_MAPPO if "MAPPO" in self.algo_name else CURVE_PANELS)
             logger.close()
             run.close()
         except StorageError as exc:
