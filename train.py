@@ -681,6 +681,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                 raise UsageError("capture_video=True: %s" % exc)
         if cfg.test and ckpt is None:
             raise UsageError("test=True needs checkpoint=<path of a .pth>")
+        if str(cfg.pipeline) not in ("gpu", "cpu"):
+            raise UsageError("pipeline must be gpu or cpu (got %s)" % cfg.pipeline)
+        if str(cfg.pipeline) == "cpu" and resolve_device(str(cfg.sim_device)) != "cpu":
+            # IsaacGymEnvs' CPU pipeline: CPU tensors whatever simulates; here they live on sim_device
+            raise UsageError("pipeline=cpu: the engines' tensors live on sim_device; set "
+                             "sim_device=cpu rl_device=cpu for a CPU pipeline")
+        if str(cfg.sigma) != "":
+            raise UsageError("sigma=%s: sets a Gaussian policy's std in IsaacGymEnvs; the policies "
+                             "here are discrete (drop it)" % cfg.sigma)
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise UsageError("seed must be an integer (got %s)" % cfg.seed)
         dinfo = join_job(cfg)

@@ -33,6 +33,10 @@ def available_tasks():
     return sorted(f[:-5] for f in os.listdir(d) if f.endswith(".yaml"))
 
 
+# top-level keys of cfg/config.yaml that the task configs' sim.physx blocks read (IsaacGymEnvs')
+TOP_LEVEL_PHYSX = ("num_threads", "solver_type", "num_subscenes")
+
+
 def load_task_config(task: str, *, num_envs: Optional[int] = None, physics_engine: str = "auto",
                      seed: int = 0) -> Dict[str, Any]:
     """The task's YAML as a plain dict, with ``numEnvs``, ``physics_engine`` and ``seed`` set."""
@@ -40,8 +44,10 @@ def load_task_config(task: str, *, num_envs: Optional[int] = None, physics_engin
     if not os.path.isfile(path):
         raise ConfigError("unknown task %r; available: %s" % (task, ", ".join(available_tasks())))
     register_resolvers()
+    top = OmegaConf.load(os.path.join(CFG_DIR, "config.yaml"))  # the keys a task config reads
     root = OmegaConf.create({"num_envs": "" if num_envs is None else num_envs,
                              "physics_engine": physics_engine, "seed": seed,
+                             **{k: top[k] for k in TOP_LEVEL_PHYSX},
                              "task": OmegaConf.load(path)})
     cfg = OmegaConf.to_container(root, resolve=True)["task"]
     cfg["seed"] = seed

@@ -233,6 +233,22 @@ def test_sim_params_from_the_task_config():
         ige.isaacgym_sim_params(cfg, "flex", "cpu", 0.01)
 
 
+def test_top_level_physx_keys_reach_the_sim_params():
+    """IsaacGymEnvs' top-level num_threads / solver_type / num_subscenes reach sim.physx (the task
+    configs read them), with train.py's command line as with load_task_config's defaults."""
+    import train
+    from qmix_isaac.config import load_task_config
+    for task in ("MultiAntPush", "MultiBallPush"):
+        physx = load_task_config(task)["sim"]["physx"]
+        assert (physx["num_threads"], physx["solver_type"], physx["num_subscenes"]) == (4, 1, 4)
+    cfg = train.compose_config(["task=MultiBallPush", "physics_engine=physx", "num_threads=8",
+                                "solver_type=0", "num_subscenes=2"])
+    from omegaconf import OmegaConf
+    sim = OmegaConf.to_container(cfg.task.sim, resolve=True)
+    p = ige.isaacgym_sim_params(sim, "physx", "cpu", 0.01)["physx"]
+    assert (p["num_threads"], p["solver_type"], p["num_subscenes"]) == (8, 0, 2)
+
+
 def test_physx_keys_are_gymapi_names():
     """Every settable key is an attribute of gymapi.PhysXParams / FlexParams in the PyPI stubs."""
     if not HAVE_STUBS:

@@ -411,6 +411,8 @@ BAD = {
     "test-maybe": (["task=MultiBallPush", "test=maybe"], "test must be true or false"),
     "num-balls-word": (["task=MultiBallPush", "task.env.numBalls=abc"],
                        "task.env.numBalls must be a number (got abc)"),
+    "pipeline-word": (["task=MultiBallPush", "pipeline=fast"], "pipeline must be gpu or cpu"),
+    "sigma-given": (["task=MultiBallPush", "sigma=0.4"], "the policies here are discrete"),
     "newton-buffer-zero": (["task=MultiBallPush", "physics_engine=newton", "task.sim.newton.nconmax=0"],
                            "sim.newton.nconmax must be an integer >= 1 (got 0)"),
 }
