@@ -36,7 +36,8 @@ def make(task: str, num_envs: int, sim_device: str = "cpu", rl_device: str = "cp
     ``virtual_screen_capture``, ``force_render``, ``cfg``): ``cfg`` is a task config, or a whole
     Hydra config (a mapping or DictConfig with a ``task`` block, as IsaacGymEnvs passes it);
     ``multi_gpu=True`` puts a CUDA sim / rl device on ``cuda:$LOCAL_RANK`` as IsaacGymEnvs does.
-    ``physics_engine`` defaults to the config's, else ``auto``.
+    ``physics_engine`` defaults to the config's, else ``auto``. ``seed`` -1 draws one at random
+    (the task's ``rng``; torch's global generator is the caller's to seed).
     """
     from .config import ConfigError, apply_overrides, load_task_config, to_plain
     from .tasks import task_map
@@ -45,6 +46,9 @@ def make(task: str, num_envs: int, sim_device: str = "cpu", rl_device: str = "cp
         raise ConfigError("unknown task %r; available: %s" % (task, ", ".join(sorted(task_map))))
     if int(num_envs) < 1:
         raise ConfigError("num_envs must be >= 1 (got %s)" % num_envs)
+    if seed is not None and int(seed) == -1:  # IsaacGymEnvs: -1 draws a seed
+        import random
+        seed = random.SystemRandom().randint(0, 2 ** 31 - 1)
     if multi_gpu:  # IsaacGymEnvs: one process per GPU, its local rank picks the GPU
         local_rank = int(_os.environ.get("LOCAL_RANK", "0"))
         sim_device = "cuda:%d" % local_rank if str(sim_device).startswith("cuda") else sim_device

@@ -179,6 +179,51 @@ def test_cuda_graph_step_order_and_fallback_on_the_cpu(monkeypatch, fail):
     assert fail is None or "ValueError: an illegal call while capturing" in warned[0], warned
 
 
+@pytest.mark.parametrize("task", ["MultiBallPush", "MultiAntPush"])
+def test_a_step_before_reset_resets_first(task):
+    """A step before any reset() is reset() then that step (IsaacGymEnvs flags every world for
+    reset at the start). Without it the first episode ran from the MJCF's own pose with the goal
+    at the box: a 'success' at once, counted as an episode."""
+    envs = [qmix_isaac.make(task, num_envs=3, seed=0, physics_engine="mujoco") for _ in range(2)]
+    acts = zero_actions(envs[0])
+    envs[1].reset()
+    (o0, r0, d0, x0), (o1, r1, d1, x1) = (e.step(acts) for e in envs)
+    for a, b in ((o0["obs"], o1["obs"]), (o0["states"], o1["states"]), (r0, r1), (d0, d1),
+                 (x0["episode"]["mask"], x1["episode"]["mask"])):
+        assert torch.equal(a, b)
+    assert not bool(d0.any()) and not bool(x0["episode"]["mask"].any())
+    box = envs[0].engine.root_states[:, envs[0].box_index, 0:2]
+    assert bool((torch.norm(envs[0].goal_pos - box, dim=-1) > 0.5).all())  # a sampled goal
+    for e in envs:
+        e.close()
+
+
+def test_clip_observations():
+    """IsaacGymEnvs' clipObservations clamps observations and states, after resets too."""
+    outs = {}
+    for clip in (float("inf"), 0.5):
+        env = qmix_isaac.make("MultiBallPush", num_envs=4, seed=0, physics_engine="mujoco",
+                              clipObservations=clip)
+        first = env.reset()
+        obs, _, _, _ = env.step(torch.ones(4, env.num_agents, dtype=torch.long))
+        outs[clip] = (first["obs"].clone(), obs["obs"].clone(), obs["states"].clone())
+        env.close()
+    assert max(float(t.abs().max()) for t in outs[float("inf")]) > 0.5  # something to clip
+    for clipped, free in zip(outs[0.5], outs[float("inf")]):
+        assert torch.equal(clipped, free.clamp(-0.5, 0.5))
+    with pytest.raises(ValueError, match="clipObservations"):  # TaskConfigError
+        qmix_isaac.make("MultiBallPush", num_envs=1, physics_engine="mujoco", clipObservations=0)
+
+
+def test_seed_minus_one_draws_a_seed():
+    """make(seed=-1) as in IsaacGymEnvs: a drawn seed (it used to mean seed 0)."""
+    envs = [qmix_isaac.make("MultiBallPush", num_envs=4, seed=s, physics_engine="mujoco") for s in (0, -1, -1)]
+    starts = [e.reset()["obs"] for e in envs]
+    assert not torch.equal(starts[0], starts[1]) and not torch.equal(starts[1], starts[2])
+    for e in envs:
+        e.close()
+
+
 def test_episode_boundary_semantics():
     """IsaacGymEnvs: reset=True on the last step with its final obs; the env resets on the next
     step, whose reward is 0; time_outs marks the time limit."""

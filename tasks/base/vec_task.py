@@ -31,7 +31,10 @@ capture: anything a task changes during training must live in a tensor.
 
 As in IsaacGymEnvs, the returned observation, reward and reset tensors are the task's own
 buffers (when ``rl_device`` is ``sim_device``) and the next ``step`` overwrites them in place:
-a learner copies what it keeps past the next step.
+a learner copies what it keeps past the next step. The same holds for ``extras``' tensors when the
+step is replayed from CUDA graphs (they live in the graph's memory); eagerly they are new each step.
+A ``step`` before any ``reset()`` resets first (IsaacGymEnvs starts every world flagged for reset;
+without either, the first episode would start from the MJCF's own pose).
 """
 from __future__ import annotations
 
@@ -91,6 +94,10 @@ class MultiAgentVecTask:
         if self.max_episode_length < 1:
             raise TaskConfigError("episodeLength must be >= 1 (got %d)" % self.max_episode_length)
         self.control_freq_inv = int(env.get("controlFrequencyInv", 1))
+        # IsaacGymEnvs' clipObservations: observations and states clamped to [-c, c] (inf: off)
+        self.clip_obs = float(env.get("clipObservations", float("inf")))
+        if not self.clip_obs > 0:
+            raise TaskConfigError("clipObservations must be > 0 (got %s)" % self.clip_obs)
         if self.control_freq_inv < 1:
             raise TaskConfigError("controlFrequencyInv must be >= 1")
         self.sim_device = _device(sim_device)
@@ -118,6 +125,7 @@ class MultiAgentVecTask:
             self.avail_buf &= ActionSpec.factored_bins(self.action_branches).bin_mask(dev)
         self.rew_buf = torch.zeros(E, device=dev)
         self.reset_buf = torch.zeros(E, dtype=torch.bool, device=dev)
+        self._never_reset = True  # a step before any reset() resets first
         self.terminated_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.success_buf = torch.zeros(E, dtype=torch.bool, device=dev)
         self.timeout_buf = torch.zeros(E, dtype=torch.bool, device=dev)
@@ -191,14 +199,17 @@ class MultiAgentVecTask:
     # ---- protocol -------------------------------------------------------------------------------
     def reset(self) -> Dict[str, torch.Tensor]:
         """Reset every world; return the first observations."""
+        self._never_reset = False
         self._reset_worlds(self._all)
         self.engine.refresh()
         self.reset_buf.zero_()
         self.blown_buf.zero_()
-        self.compute_observations()
+        self._observe()
         return self._obs_dict()
 
     def step(self, actions: torch.Tensor):
+        if self._never_reset:  # a Python flag: no host read
+            self.reset()
         actions = actions.to(self.sim_device)
         if self._graph_state == "warm":  # the first step ran every kernel once: record them now
             self._step_graphs = self._record_step(actions)  # None after a warning: eager from now on
@@ -270,7 +281,7 @@ class MultiAgentVecTask:
         self.blown_buf.copy_(blown)
         self.engine.refresh()
         self.progress_buf += (~was_reset).to(torch.long)
-        self.compute_observations()
+        self._observe()
         kept = torch.stack(list(self.metrics.values())) if self.metrics else None
         terms = self.compute_reward()
         if kept is not None:  # a blown world's episode ends with the metrics of its last sane step
@@ -300,6 +311,12 @@ class MultiAgentVecTask:
         self.on_reset(mask, start)
         self.progress_buf.mul_((~mask).to(torch.long))
         self.ep_stats.mul_((~mask).to(self.ep_stats.dtype).unsqueeze(-1))
+
+    def _observe(self) -> None:
+        self.compute_observations()
+        if self.clip_obs != float("inf"):
+            self.obs_buf.clamp_(-self.clip_obs, self.clip_obs)
+            self.states_buf.clamp_(-self.clip_obs, self.clip_obs)
 
     def _obs_dict(self) -> Dict[str, torch.Tensor]:
         rl = self.rl_device
