@@ -520,7 +520,7 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
     try:
         while iteration < max_it:
             # sync_debug: once warm (graphs captured, learning started), any host sync between
-            # simulation and gradient step raises (DESIGN.md §2)
+            # simulation and gradient step raises (the hot-path rules: tests/test_hot_path.py)
             guard = check_syncs and runner.learner.grad_steps > 0
             if guard:
                 torch.cuda.set_sync_debug_mode("error")

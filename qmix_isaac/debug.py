@@ -1,4 +1,4 @@
-"""Seeing what the hot path asks of torch, on any device (DESIGN.md §2).
+"""Seeing what the hot path asks of torch, on any device (the hot-path rules: tests/test_hot_path.py).
 
 ``TorchCalls`` is a context manager that watches every torch call made from Python and every
 ATen operator they run, and attributes them to the innermost function of this package::

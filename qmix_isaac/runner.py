@@ -6,7 +6,7 @@
     torch.save(runner.state_dict(), path)          # tensors / ints / floats / dicts only
     runner.load_state_dict(torch.load(path, weights_only=True))
 
-The env is anything meeting DESIGN.md §3.1. Between ``env.step`` and the gradient step nothing
+The env is anything meeting the task contract (tasks/base/vec_task.py). Between ``env.step`` and the gradient step nothing
 reads a tensor on the host (no .item() / .cpu() / Python branches on values / boolean indexing):
 statistics accumulate as device tensors and ``log_fn`` receives them every ``log_interval`` env
 steps; it is the only place where they may be read. Counters (env steps, gradient steps, the
@@ -93,7 +93,7 @@ class QMIXRunner:
     """Acting + replay + updates loop over one vectorised env.
 
     Args:
-        env: a vectorised env meeting DESIGN.md §3.1.
+        env: a vectorised env meeting the task contract (tasks/base/vec_task.py).
         learner: the QLearner (owns agent, mixer, targets, optimiser).
         replay: the SequenceReplay (sized for ``env.num_envs``).
         explorer: the EpsilonGreedy schedule.

@@ -1,6 +1,6 @@
 """Tasks and the ``task_map`` registry (name -> class), as in IsaacGymEnvs.
 
-Installed as ``qmix_isaac.tasks``. Every class here meets DESIGN.md §3.1.
+Installed as ``qmix_isaac.tasks``. Every class here meets the task contract (tasks/base/vec_task.py).
 """
 from .multi_ant_push import MultiAntPush
 from .multi_ball_push import MultiBallPush

@@ -1,4 +1,4 @@
-"""Tiny pure-torch cooperative envs meeting the task contract (DESIGN.md §3.1), for tests and demos.
+"""Tiny pure-torch cooperative envs meeting the task contract (the task contract: tasks/base/vec_task.py), for tests and demos.
 
     MatrixGame       one-step 2-agent matrix game; default payoff is the non-monotonic
                      [[8,-12,-12],[-12,0,0],[-12,0,0]] (QTRAN / Weighted QMIX papers)

@@ -1,4 +1,4 @@
-"""The engine contract (DESIGN.md §3.2) on both MuJoCo-family engines, each the other's oracle.
+"""The engine contract (qmix_isaac/sim/base.py) on both MuJoCo-family engines, each the other's oracle.
 
     pytest -q tests/test_engines.py          # ~2-3 min on 2 CPU cores once .warp_cache is warm
 

@@ -1,4 +1,4 @@
-"""The hot-path rules of DESIGN.md §2, checked on the CPU in every CI run.
+"""The hot-path rules, checked on the CPU in every CI run.
 
 Between simulation and gradient step nothing may read a tensor back into Python (``.item()``,
 ``.tolist()``, ``.numpy()``, ``.cpu()``, a tensor-valued ``if``, ``int(t)``...) and no work may

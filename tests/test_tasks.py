@@ -1,4 +1,4 @@
-"""The task contract (DESIGN.md §3.1) and physics facts, on the real MuJoCo engine."""
+"""The task contract (tasks/base/vec_task.py) and physics facts, on the real MuJoCo engine."""
 import math
 import warnings
 

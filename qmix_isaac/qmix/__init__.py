@@ -1,6 +1,6 @@
 """QMIX on the device: agent networks, mixers, sequence replay, TD targets, learner, exploration.
 
-The learner consumes any vectorised env meeting DESIGN.md §3.1; it never imports a task or an
+The learner consumes any vectorised env meeting the task contract (tasks/base/vec_task.py); it never imports a task or an
 engine. ``qmix_isaac.runner`` puts these parts together (``build_runner``).
 """
 from .agent import AgentGRUCell, AgentLinear, RNNAgent

@@ -11,7 +11,7 @@ Inside the learner both are one layout, so one code path serves them:
     actions    long [..., A, n_branches]
     avail      bool [..., A, n_branches, max_bins]
 
-``ActionSpec`` converts to and from what the env takes and gives (§3.1 of DESIGN.md).
+``ActionSpec`` converts to and from what the env takes and gives (the task contract, tasks/base/vec_task.py).
 """
 from __future__ import annotations
 

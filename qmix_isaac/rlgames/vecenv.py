@@ -1,4 +1,4 @@
-"""The vec env rl-games trains on: one of our multi-agent tasks (DESIGN.md §3.1) seen as
+"""The vec env rl-games trains on: one of our multi-agent tasks (the task contract: tasks/base/vec_task.py) seen as
 ``E * A`` actors sharing one policy, the way rl-games runs multi-agent envs (SMAC, IsaacGymEnvs'
 multi-agent tasks).
 
@@ -44,7 +44,7 @@ VECENV_TYPE = "QMIX_ISAAC"
 
 
 class RLGamesVecEnv(IVecEnv):
-    """``env`` (a task or any object meeting DESIGN.md §3.1) as an rl-games vec env."""
+    """``env`` (a task or any object meeting the task contract (tasks/base/vec_task.py)) as an rl-games vec env."""
 
     def __init__(self, env, *, obs_agent_id: bool = False, **_ignored: Any) -> None:
         # _ignored: rl-games passes params.config.env_config here, with a 'seed' it adds itself

@@ -1,4 +1,4 @@
-"""Physics engines behind one interface (DESIGN.md §3.2) and ``make_engine`` to pick one.
+"""Physics engines behind one interface (the engine contract: qmix_isaac/sim/base.py) and ``make_engine`` to pick one.
 
 ``physics_engine``: ``mujoco`` (MuJoCo C library, CPU threads), ``newton`` (Newton with the
 MuJoCo-Warp solver; CUDA, or CPU slowly), ``physx`` / ``flex`` (Isaac Gym Preview 4, when installed:

@@ -1,4 +1,4 @@
-"""The engine interface every task uses (DESIGN.md §3.2).
+"""The engine contract: the interface every task uses.
 
 An engine builds ``num_envs`` identical worlds from one :class:`~qmix_isaac.sim.scene.Scene` and
 exposes torch tensors on ``device`` that stay the same objects across steps:

@@ -27,7 +27,7 @@ How the worlds are built (same MJCF as the MuJoCo-family engines, ``assets/mjcf`
   group; each robot gets its own filter bit, so it does not collide with itself (as IsaacGymEnvs'
   Ant) but does with its teammates and the props.
 
-What tasks see (DESIGN.md §3.2): ``root_states`` ``[E, n_actors, 13]`` is a view of Isaac Gym's
+What tasks see (the engine contract: qmix_isaac/sim/base.py): ``root_states`` ``[E, n_actors, 13]`` is a view of Isaac Gym's
 actor root state tensor (``acquire_actor_root_state_tensor`` + ``gymtorch.wrap_tensor``): env frame,
 linear velocity of the body origin. (Isaac Gym gives positions in the env frame and PhysX the
 velocity of the centre of mass, which is the origin for the root links here; where either is not
@@ -600,7 +600,7 @@ class IsaacGymEngine(Engine):
         self._origin = origins.to(dev).view(E, 1, 3) if global_frame else None
         n_free = layout.num_free
         # PhysX reports a body's linear velocity at its centre of mass; the views give it at the
-        # body origin (DESIGN.md §3.2). Root links whose COM is their origin need no conversion.
+        # body origin (the engine contract: qmix_isaac/sim/base.py). Root links whose COM is their origin need no conversion.
         com = [self.gym.get_actor_rigid_body_properties(env0, self.actor_handles[0][slot])[0].com
                for slot in range(n_free)]
         self._com = torch.tensor([[c.x, c.y, c.z] for c in com], dtype=torch.float32, device=dev).view(n_free, 3)

@@ -8,7 +8,7 @@ copies the last state back. The IsaacGymEnvs-layout views are gathered from it b
 :meth:`refresh`.
 
 MuJoCo's free joints carry angular velocity in the body frame and quaternions as wxyz; this
-engine converts both to the world-frame / xyzw convention of DESIGN.md §3.2 at the boundary.
+engine converts both to the world-frame / xyzw convention of the engine contract (qmix_isaac/sim/base.py) at the boundary.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ State lives in Newton's flat ``State.joint_q`` / ``joint_qd`` arrays (float32), 
 without a copy (``wp.to_torch``); :meth:`refresh` gathers the IsaacGymEnvs-layout views from them.
 Newton's free joints carry the pose as position + quaternion xyzw and the velocity as the
 *centre-of-mass* linear velocity and the angular velocity, both in the world frame; the engine
-converts the linear part to the body origin at the boundary (DESIGN.md §3.2). Motors act through
+converts the linear part to the body origin at the boundary (the engine contract: qmix_isaac/sim/base.py). Motors act through
 ``control.mujoco.ctrl`` (MJCF motors imported with ``ctrl_direct=True``), exactly as MuJoCo's
 ``ctrl``. On CUDA, :meth:`simulate` replays one CUDA graph per distinct step count.
 

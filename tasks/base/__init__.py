@@ -1,4 +1,4 @@
-"""Engine-neutral multi-agent task base (DESIGN.md §3.1)."""
+"""Engine-neutral multi-agent task base (the task contract: tasks/base/vec_task.py)."""
 from .vec_task import MultiAgentVecTask, TaskConfigError, teammate_index
 
 __all__ = ["MultiAgentVecTask", "TaskConfigError", "teammate_index"]

@@ -1,4 +1,17 @@
-"""``MultiAgentVecTask``: the step/reset protocol shared by every task (DESIGN.md §3.1).
+"""The task contract, and ``MultiAgentVecTask``: the step/reset protocol shared by every task.
+
+The contract, which the learner (``qmix_isaac.runner``) and the rl-games adapter read and a
+user's own torch env may meet without this class (``qmix_isaac/tasks/toy.py`` has examples):
+
+- attributes ``num_envs`` (E), ``num_agents`` (A), ``num_obs`` (O), ``num_states`` (S),
+  ``max_episode_length`` (policy steps), ``rl_device``; flat actions: ``num_actions`` (K),
+  actions long [E, A]; factored (one branch per joint): ``action_branches`` (a tuple of bin
+  counts), actions long [E, A, len(branches)];
+- ``reset() -> obs_dict`` and ``step(actions) -> (obs_dict, rew, reset, extras)``, where
+  ``obs_dict = {"obs": float [E, A, O], "states": float [E, S], "avail_actions": bool [E, A, K]}``
+  (factored: [E, A, n_branches, widest branch]), ``rew`` float [E] (the team's), ``reset`` bool
+  [E], all on ``rl_device``;
+- ``extras["time_outs"]`` bool [E] and ``extras["episode"]`` (below).
 
 A subclass describes its robots and props (:meth:`build_scene`), maps discrete actions to joint
 torques (:meth:`pre_physics_step`), samples start states (:meth:`sample_start_states`) and
