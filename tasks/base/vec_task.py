@@ -128,7 +128,8 @@ class MultiAgentVecTask:
                                   sim_cfg=cfg.get("sim"), headless=headless,
                                   graphics_device_id=graphics_device_id,
                                   env_spacing=env.get("envSpacing"))
-        self.dt = self.engine.dt * self.control_freq_inv  # policy step in seconds
+        # the policy step in seconds (IsaacGymEnvs' VecTask.dt is the physics step: engine.dt here)
+        self.dt = self.engine.dt * self.control_freq_inv
 
         E, A, dev = self.num_envs, self.num_agents, self.sim_device
         self.obs_buf = torch.zeros(E, A, self.num_obs, device=dev)
