@@ -337,6 +337,10 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     if ckpt is not None:  # the networks' inputs are the checkpoint's: rebuild its task and learner
         task_cfg = _with_overrides(ckpt["task_cfg"], "task", argv, cfg)
         train_cfg = _with_overrides(ckpt["train_cfg"], "train", argv, cfg)
+        from qmix_isaac.config import TOP_LEVEL_PHYSX
+        for key in TOP_LEVEL_PHYSX:  # IsaacGymEnvs' top-level PhysX keys, given now
+            if _given(argv, key) is not None:
+                task_cfg.setdefault("sim", {}).setdefault("physx", {})[key] = cfg[key]
     cpu_block = train_cfg.pop("cpu", None)  # never stored: a checkpoint holds what ran
     if cpu_block and ckpt is None and sim_device == "cpu":
         notes = apply_cpu_block(train_cfg, task_cfg, argv, cpu_block)
@@ -548,8 +552,13 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
                     run.try_sync()  # a failure warns; tried again at the next log, then at close
             if run is not None and cfg.capture_video and runner.env_steps >= next_clip:
                 name = "it%06d.mp4" % iteration
-                record_clip(cfg, runner, task_cfg, run.path("videos", name))
-                say("[qmix-isaac] video %s" % run.url("videos", name), flush=True)  # where it ends up
+                try:
+                    record_clip(cfg, runner, task_cfg, run.path("videos", name))
+                    say("[qmix-isaac] video %s" % run.url("videos", name), flush=True)  # where it ends up
+                except (RuntimeError, ValueError, OSError) as exc:  # a clip is not worth the run
+                    say("[qmix-isaac] warning: recording a clip failed (%s); no more clips this run"
+                        % (str(exc).strip().splitlines() or [type(exc).__name__])[0], flush=True)
+                    cfg.capture_video = False
                 next_clip = runner.env_steps + int(cfg.capture_video_freq) * env.num_envs
     except KeyboardInterrupt:
         say("[qmix-isaac] interrupted: saving nn/last.pth", flush=True)
@@ -681,9 +690,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                 raise UsageError("capture_video=True: %s" % exc)
         if cfg.test and ckpt is None:
             raise UsageError("test=True needs checkpoint=<path of a .pth>")
-        if str(cfg.pipeline) not in ("gpu", "cpu"):
+        if _given(argv, "train.params.config.max_epochs") is not None:  # rl-games' own stop
+            raise UsageError("train.params.config.max_epochs: a run stops at max_iterations "
+                             "(rl-games epochs); set max_iterations= instead")
+        pipeline = str(cfg.pipeline).lower()  # IsaacGymEnvs compares it lower-cased
+        if pipeline not in ("gpu", "cpu"):
             raise UsageError("pipeline must be gpu or cpu (got %s)" % cfg.pipeline)
-        if str(cfg.pipeline) == "cpu" and resolve_device(str(cfg.sim_device)) != "cpu":
+        if pipeline == "cpu" and resolve_device(str(cfg.sim_device)) != "cpu":
             # IsaacGymEnvs' CPU pipeline: CPU tensors whatever simulates; here they live on sim_device
             raise UsageError("pipeline=cpu: the engines' tensors live on sim_device; set "
                              "sim_device=cpu rl_device=cpu for a CPU pipeline")

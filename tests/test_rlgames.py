@@ -334,7 +334,7 @@ def test_checkpoint_of_the_other_learner_is_refused(ppo_run, tmp_path):
     (["task=MultiBallPush", "train=MultiBallPushPPO", "+train.params.config.max_frames=512"],
      "params.config.max_frames: a run stops at max_iterations"),
     (["task=MultiBallPush", "train=MultiBallPushPPO", "train.params.config.max_epochs=50"],
-     "params.config.max_epochs=50: a run stops at max_iterations"),
+     "train.params.config.max_epochs: a run stops at max_iterations"),
 ], ids=["factored-task-flat-model", "minibatch", "torch-compile", "max-frames", "max-epochs"])
 def test_config_errors_are_one_line(args, words, tmp_path):
     one_line_error(train_py(args + ["num_envs=2", "train_dir=%s" % tmp_path]), words)
@@ -381,12 +381,13 @@ def test_an_epoch_cut_short_by_ctrl_c_is_not_counted(tmp_path):
 
     observer = EpisodeObserver(NoLogger(), log_interval=10 ** 12, max_epochs=10, save=lambda *a: None,
                                quiet=True)
-    flags = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-             torch.get_float32_matmul_precision())
+    torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")  # what rl-games' Runner() changes (and a
+    flags = (False, False, "highest")              # test before this one might have left)
     algo = runner.run(observer, run_dir=str(tmp_path / "run"), max_epochs=10, seed=0)
     # rl-games' Runner() turns on cudnn.benchmark and TF32 for everyone; put back after it
     assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
-            torch.get_float32_matmul_precision()) == flags == (False, False, "highest")
+            torch.get_float32_matmul_precision()) == flags
     assert observer.epoch == 2 and observer.env_steps == 2 * 16 * 8
     assert int(algo.epoch_num) == 2 and int(algo.frame) // int(algo.num_agents) == 2 * 16 * 8
     env.close()

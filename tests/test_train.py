@@ -333,6 +333,16 @@ def test_write_mp4_fractional_rate_and_refusals(tmp_path):
         write_mp4(os.path.join(str(tmp_path), "b.mp4"), [f[:47] for f in frames])
     with pytest.raises(ValueError, match="frame 3"):
         write_mp4(os.path.join(str(tmp_path), "c.mp4"), frames[:3] + [frames[3][:46]] + frames[4:])
+    assert sorted(os.listdir(str(tmp_path))) == ["a.mp4"]
+    # ffmpeg failing quietly (imageio-ffmpeg does not check its exit code): caught by counting
+    # the frames written; nothing is published and the temporary file is gone
+    real = imageio_ffmpeg.count_frames_and_secs
+    imageio_ffmpeg.count_frames_and_secs = lambda p: (real(p)[0] - 1, 0.0)
+    try:
+        with pytest.raises(RuntimeError, match="9 of 10 frames"):
+            write_mp4(os.path.join(str(tmp_path), "d.mp4"), frames)
+    finally:
+        imageio_ffmpeg.count_frames_and_secs = real
     assert sorted(os.listdir(str(tmp_path))) == ["a.mp4"]  # no clip, no temporary file left
 
 

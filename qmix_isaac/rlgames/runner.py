@@ -98,11 +98,6 @@ def rlgames_params(train_cfg: Mapping[str, Any], env) -> Dict[str, Any]:
         if key in config:
             raise TrainConfigError("params.config.%s: a run stops at max_iterations (rl-games "
                                    "epochs) here; set max_iterations= instead" % key)
-    epochs, its = config.get("max_epochs"), train_cfg.get("max_iterations")
-    if isinstance(epochs, int) and isinstance(its, int) and epochs != its:  # resolved configs
-        raise TrainConfigError("params.config.max_epochs=%s: a run stops at max_iterations (%s); "
-                               "set max_iterations= instead" % (config["max_epochs"],
-                                                                train_cfg["max_iterations"]))
     if factored and config.get("use_action_masks", True) and len(set(env.action_branches)) > 1:
         raise TrainConfigError("rl-games splits action masks into equal parts per branch: "
                                "use_action_masks needs branches of equal size, not %s"

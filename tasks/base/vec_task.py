@@ -1,7 +1,7 @@
 """The task contract, and ``MultiAgentVecTask``: the step/reset protocol shared by every task.
 
 The contract, which the learner (``qmix_isaac.runner``) and the rl-games adapter read and a
-user's own torch env may meet without this class (``qmix_isaac/tasks/toy.py`` has examples):
+user's own torch env may meet without this class (``tasks/toy.py``, installed as ``qmix_isaac.tasks.toy``, has examples):
 
 - attributes ``num_envs`` (E), ``num_agents`` (A), ``num_obs`` (O), ``num_states`` (S),
   ``max_episode_length`` (policy steps), ``rl_device``; flat actions: ``num_actions`` (K),
