@@ -656,8 +656,26 @@ def join_job(cfg):
     return dinfo
 
 
+def print_help() -> None:
+    """``--help``: this module's docstring, the tasks and train configs, and cfg/config.yaml's keys."""
+    from qmix_isaac.config import available_tasks
+    trains = sorted(f[:-5] for f in os.listdir(os.path.join(CFG_DIR, "train")) if f.endswith(".yaml"))
+    print(__doc__.strip())
+    print("\ntasks: %s\ntrain configs (train=): %s\n" % (", ".join(available_tasks()), ", ".join(trains)))
+    print("top-level keys (cfg/config.yaml; task.* and train.* reach the task and train configs):")
+    with open(os.path.join(CFG_DIR, "config.yaml")) as f:
+        for line in f:
+            if line.startswith("defaults:"):
+                break
+            if line.strip() and not line.startswith("#"):
+                print("  " + line.rstrip())
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print_help()
+        return
     if str(_given(argv, "physics_engine") or "").lower() in ("physx", "flex"):
         try:  # Isaac Gym must be imported before torch; nothing has imported torch yet
             from isaacgym import gymapi  # noqa: F401

@@ -464,6 +464,15 @@ def test_task_num_envs_wins_on_the_cpu(args, envs, tmp_path):
     assert "num_envs %d" % 64 not in out and "-> %d on the CPU" % 256 not in out, out
 
 
+def test_help():
+    proc = train_py(["--help"], timeout=60)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    out = proc.stdout
+    assert "tasks: MultiAntPush, MultiBallPush" in out and "MultiBallPushPPO" in out
+    for key in ("seed:", "physics_engine:", "capture_video:", "train_dir:"):
+        assert "\n  " + key in out, key
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input(case, tmp_path, request):
     args, words = BAD[case]
