@@ -5,15 +5,19 @@
 # warp.so is xz-compressed and split between them. Run here, where PyPI is reachable:
 #   bash bench/gpu_wheels.sh
 # then call 1 with carry [".whl/a"]: `cp .whl/a/* /tmp/`, call 2 at once with carry [".whl/b"]:
-# `. bench/gpu_setup.sh && bash bench/gpu_suite.sh check`.
+# `. bench/gpu_setup.sh && bash bench/gpu_suite.sh quick`.
 # Versions are this repo's .venv's (mujoco / mujoco-warp / newton / warp-lang must agree).
+# PYVER (default 3.12, the lent machines' python3) and WHL (default .whl) serve a dry run of the
+# recipe on this machine: PYVER=3.11 WHL=/tmp/whl311 bash bench/gpu_wheels.sh (bench/gpu_dry_run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pyver=${PYVER:-3.12}
+whl=${WHL:-.whl}
 limit=$((64 * 1024 * 1024))
 tree=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+pip download -q --no-deps --only-binary=:all: --python-version "$pyver" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$tmp/w" \
     mujoco==3.17.0 mujoco-warp==3.17.0 newton==1.8.0 warp-lang==1.19.0 hydra-core==1.3.8 \
     omegaconf==2.3.1 glfw==2.11.0 pyopengl==3.1.10 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 \
@@ -25,22 +29,22 @@ python3 -m zipfile -e "$tmp"/w/warp_lang-*.whl "$tmp/warp"
 xz -T1 --x86 --lzma2=preset=9e,dict=300MiB <"$tmp/warp/warp/bin/warp.so" >"$tmp/warp.so.xz"
 want=$(sha256sum <"$tmp/warp/warp/bin/warp.so")
 rm -r "$tmp/warp/warp/bin/warp.so" "$tmp/warp/warp/examples" "$tmp"/w/warp_lang-*.whl
-rm -rf .whl/a .whl/b
-mkdir -p .whl/a .whl/b
-mv "$tmp"/w/mujoco-3*.whl .whl/a/
+rm -rf "$whl"/a "$whl"/b
+mkdir -p "$whl"/a "$whl"/b
+mv "$tmp"/w/mujoco-3*.whl "$whl"/a/
 (cd "$tmp/warp" && tar -cf - warp warp_lang-*.dist-info | xz -T1 --x86 --lzma2=preset=9e,dict=96MiB) \
-    >.whl/b/warp_py.tar.xz
-mv "$tmp"/w/* .whl/b/
+    >"$whl"/b/warp_py.tar.xz
+mv "$tmp"/w/* "$whl"/b/
 # warp.so.xz split so that both halves leave the same room under the limit
 bytes() { du -cb "$@" | tail -1 | cut -f1; }
-total=$(( $(bytes .whl/a/* .whl/b/*) + $(bytes "$tmp/warp.so.xz") ))
-head1=$(( total / 2 - $(bytes .whl/a/*) ))
-head -c "$head1" "$tmp/warp.so.xz" >.whl/a/warp.so.xz.part1
-tail -c +"$((head1 + 1))" "$tmp/warp.so.xz" >.whl/b/warp.so.xz.part2
-got=$(cat .whl/a/warp.so.xz.part1 .whl/b/warp.so.xz.part2 | xz -d | sha256sum)
+total=$(( $(bytes "$whl"/a/* "$whl"/b/*) + $(bytes "$tmp/warp.so.xz") ))
+head1=$(( total / 2 - $(bytes "$whl"/a/*) ))
+head -c "$head1" "$tmp/warp.so.xz" >"$whl"/a/warp.so.xz.part1
+tail -c +"$((head1 + 1))" "$tmp/warp.so.xz" >"$whl"/b/warp.so.xz.part2
+got=$(cat "$whl"/a/warp.so.xz.part1 "$whl"/b/warp.so.xz.part2 | xz -d | sha256sum)
 [ "$got" = "$want" ] || { echo "error: the two halves do not make warp.so again" >&2; exit 1; }
 for d in a b; do
-    size=$(du -cb .whl/$d/* | tail -1 | cut -f1)
-    echo ".whl/$d: $size bytes + working tree $tree = $((size + tree)) (limit $limit)"
-    [ $((size + tree)) -lt "$limit" ] || { echo "error: .whl/$d is over the carry limit" >&2; exit 1; }
+    size=$(du -cb "$whl"/$d/* | tail -1 | cut -f1)
+    echo "$whl/$d: $size bytes + working tree $tree = $((size + tree)) (limit $limit)"
+    [ $((size + tree)) -lt "$limit" ] || { echo "error: $whl/$d is over the carry limit" >&2; exit 1; }
 done
