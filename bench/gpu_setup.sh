@@ -5,8 +5,9 @@
 #   bash bench/gpu_wheels.sh
 # which also checks each half plus the working tree against the limit. Then (15 minutes of device
 # time in all: no call to spare):
-#   call 1, carry [".whl/a"], timeout_s 120:  cp .whl/a/* /tmp/      (mujoco wheel, first part of warp.so.xz)
-#   call 2 at once, carry [".whl/b"], timeout_s 590:
+#   call 1, carry [".whl/a"], timeout_s 120:   (mujoco wheel, first part of warp.so.xz; torch only)
+#       cp .whl/a/* /tmp/ && bash bench/gpu_suite.sh learner
+#   call 2 at once, carry [".whl/b"], timeout_s 560 (at most status's budget_left_s less a minute):
 #       . bench/gpu_setup.sh && bash bench/gpu_suite.sh quick
 # A machine stays warm 30 s after a call: make call 2 right after call 1, or /tmp is gone.
 # WHL (default .whl), SITE (default /tmp/site) and PARTS (default /tmp, where call 1 put its

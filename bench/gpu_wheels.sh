@@ -4,7 +4,8 @@
 # 64 MiB per call, working tree included, so the wheels travel in two calls; warp's ~100 MB
 # warp.so is xz-compressed and split between them. Run here, where PyPI is reachable:
 #   bash bench/gpu_wheels.sh
-# then call 1 with carry [".whl/a"]: `cp .whl/a/* /tmp/`, call 2 at once with carry [".whl/b"]:
+# then call 1 with carry [".whl/a"]: `cp .whl/a/* /tmp/ && bash bench/gpu_suite.sh learner`, call 2 at
+# once with carry [".whl/b"]:
 # `. bench/gpu_setup.sh && bash bench/gpu_suite.sh quick`.
 # Versions are this repo's .venv's (mujoco / mujoco-warp / newton / warp-lang must agree).
 # PYVER (default 3.12, the lent machines' python3) and WHL (default .whl) serve a dry run of the
