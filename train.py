@@ -354,7 +354,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
     # a PPO checkpoint with train=<...>QMIX (or the reverse) is refused (qmix_isaac/rlgames)
     check_checkpoint_learner(ckpt, str(cfg.checkpoint), cfg.train, _given(argv, "train"))
     num_envs = int(cfg.num_envs) if cfg.num_envs not in ("", None) else int(task_cfg["env"]["numEnvs"])
-    if not _num_envs_given(argv) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS:
+    resumed = ckpt is not None and not cfg.test  # training on: the run's world count is its own
+    if not _num_envs_given(argv) and sim_device == "cpu" and num_envs > CPU_NUM_ENVS and not resumed:
         # the task configs are sized for a GPU; a CPU steps a few hundred worlds per core-second
         if dinfo is None or dinfo.is_main:
             print("[qmix-isaac] num_envs %d -> %d on the CPU (set num_envs= to choose)"

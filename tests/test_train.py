@@ -462,6 +462,10 @@ def test_task_num_envs_wins_on_the_cpu(args, envs, tmp_path):
     out = ok(train_py(args + ["max_iterations=1", "train_dir=%s" % tmp_path]))
     assert "task %s, %d envs," % (args[0][len("task="):], envs) in out, out
     assert "num_envs %d" % 64 not in out and "-> %d on the CPU" % 256 not in out, out
+    if envs > 256:  # a resume trains on with the run's own world count, not the CPU default
+        last = os.path.join(run_dirs(str(tmp_path))[0], "nn", "last.pth")
+        out = ok(train_py(["checkpoint=" + last, "max_iterations=2", "train_dir=%s" % tmp_path]))
+        assert "%d envs," % envs in out and "on the CPU" not in out, out
 
 
 def test_help():
