@@ -114,9 +114,9 @@ def main(argv=None):
         time.strftime("%Y-%m-%d")))
     if torch.device(a.device).type == "cuda":
         print("# GPU: %s; env.cudaGraph %s" % (torch.cuda.get_device_name(0), a.cuda_graph))
-    print("# replay ratio %g, batch %d x %d steps, hidden %d" % (
+    print("# replay ratio %g, batch %d x %d steps, hidden %d, train_threads %s" % (
         cfg["runner"]["replay_ratio"], cfg["runner"]["batch_size"], cfg["replay"]["seq_len"],
-        cfg["agent"]["hidden_dim"]))
+        cfg["agent"]["hidden_dim"], cfg["runner"].get("train_threads")))
     print("| num_envs | raw | task | collect | grad steps/s | grad/iter | e2e | e2e/raw | train/sim |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for E in a.num_envs:

@@ -14,8 +14,10 @@ replay fill) are host ints, known without asking the device.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
@@ -89,6 +91,18 @@ def print_stats(env_steps: int, stats: Mapping[str, Any]) -> None:
     print(f"[qmix] env_steps={env_steps}  {body}", flush=True)
 
 
+def _thread_count(train_threads: int) -> int:
+    """``train_threads`` as a count: n > 0 as given; 0, the cores this process may use divided
+    among the ranks torchrun started on this host (``LOCAL_WORLD_SIZE``)."""
+    if train_threads > 0:
+        return train_threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 class QMIXRunner:
     """Acting + replay + updates loop over one vectorised env.
 
@@ -103,6 +117,11 @@ class QMIXRunner:
         learning_starts: env steps held in the replay before the first gradient step (a resumed
             run, whose replay starts empty, refills it first; capped at the replay's capacity).
         log_interval: env steps between two calls of ``log_fn``.
+        train_threads: torch's intra-op threads for the gradient steps of a learner on the CPU;
+            torch returns to its own setting after them. None leaves torch alone; 0 takes every
+            core this process may use (shared among a torchrun job's ranks on the host). The
+            MuJoCo engine holds torch to one thread because its physics pool uses every core;
+            the pool idles while the learner updates (BENCHMARKS.md, "The learner on every core").
     """
 
     def __init__(
@@ -116,6 +135,7 @@ class QMIXRunner:
         replay_ratio: float = 1e-3,
         learning_starts: int = 0,
         log_interval: int = 100_000,
+        train_threads: Optional[int] = None,
     ) -> None:
         self.env = env
         self.learner = learner
@@ -127,6 +147,9 @@ class QMIXRunner:
         self.log_interval = int(log_interval)
         self.spec = ActionSpec.from_env(env)
         self.device = replay.device
+        if train_threads is not None and int(train_threads) < 0:
+            raise ValueError(f"runner.train_threads must be null, 0 (every core) or a thread count; got {train_threads}")
+        self.train_threads = None if train_threads is None or self.device.type != "cpu" else int(train_threads)
         self.writer = replay.make_writer()
         self.env_steps = 0  # host counters
         self._grad_credit = 0.0
@@ -219,9 +242,24 @@ class QMIXRunner:
         return n
 
     def train(self, n_grad_steps: int) -> None:
-        for _ in range(n_grad_steps):
-            for key, value in self.learner.update(self.replay.sample(self.batch_size)).items():
-                self._stats.add(key, value, 1)
+        with self._torch_threads(n_grad_steps):
+            for _ in range(n_grad_steps):
+                for key, value in self.learner.update(self.replay.sample(self.batch_size)).items():
+                    self._stats.add(key, value, 1)
+
+    @contextlib.contextmanager
+    def _torch_threads(self, n_grad_steps: int):
+        """torch runs ``train_threads`` intra-op threads inside (a CPU learner with steps to take)."""
+        want = _thread_count(self.train_threads) if self.train_threads is not None and n_grad_steps > 0 else None
+        before = torch.get_num_threads()
+        if want is None or want == before:
+            yield
+            return
+        torch.set_num_threads(want)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def learn(self, total_env_steps: int, log_fn: Optional[LogFn] = None) -> None:
         """Act -> store -> update -> log until ``total_env_steps`` env steps (all envs counted)."""

@@ -4,6 +4,7 @@
 """
 import io
 import math
+import os
 import pathlib
 
 import pytest
@@ -104,6 +105,32 @@ def test_learning_starts_waits_for_a_resumed_runs_empty_replay_to_refill():
         for _ in range(n_collects):
             resumed.train(resumed.grad_steps_due(resumed.collect()))
         assert resumed.learner.grad_steps == done + expect
+
+
+@pytest.mark.parametrize("train_threads, local_ranks, expect", [(None, None, 1), (2, None, 2), (0, "1", "cores"), (0, "64", 1)])
+def test_gradient_steps_run_on_train_threads_and_torch_returns_to_one(monkeypatch, train_threads, local_ranks, expect):
+    """The MuJoCo engine holds torch to one thread (the one_thread fixture does the same here);
+    ``runner.train_threads`` gives the gradient steps more, and only them."""
+    if local_ranks is not None:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_ranks)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    expect = cores if expect == "cores" else expect
+    runner = build_runner(_grid_config(runner={"replay_ratio": 0.25, "learning_starts": 0, "batch_size": 4,
+                                               "train_threads": train_threads}), MatrixGame(num_envs=8))
+    seen = []
+    update = runner.learner.update
+    monkeypatch.setattr(runner.learner, "update", lambda batch: (seen.append(torch.get_num_threads()), update(batch))[1])
+    steps = runner.collect()
+    assert torch.get_num_threads() == 1  # acting and env steps keep torch's setting
+    runner.train(3)
+    assert seen == [expect] * 3 and runner.learner.grad_steps == 3
+    assert torch.get_num_threads() == 1
+    assert steps > 0
+
+
+def test_negative_train_threads_is_an_error():
+    with pytest.raises(ValueError, match="runner.train_threads"):
+        build_runner(_grid_config(runner={"train_threads": -1}), MatrixGame(num_envs=8))
 
 
 def test_hard_target_update_every_n_gradient_steps():
