@@ -103,6 +103,20 @@ def _thread_count(train_threads: int) -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]):
+    """torch runs ``n`` intra-op threads inside, its own setting again after (None: untouched)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class QMIXRunner:
     """Acting + replay + updates loop over one vectorised env.
 
@@ -149,7 +163,8 @@ class QMIXRunner:
         self.device = replay.device
         if train_threads is not None and int(train_threads) < 0:
             raise ValueError(f"runner.train_threads must be null, 0 (every core) or a thread count; got {train_threads}")
-        self.train_threads = None if train_threads is None or self.device.type != "cpu" else int(train_threads)
+        # resolved once: torch's thread count for the gradient steps (None: torch is left alone)
+        self.train_threads = None if train_threads is None or self.device.type != "cpu" else _thread_count(int(train_threads))
         self.writer = replay.make_writer()
         self.env_steps = 0  # host counters
         self._grad_credit = 0.0
@@ -242,24 +257,12 @@ class QMIXRunner:
         return n
 
     def train(self, n_grad_steps: int) -> None:
-        with self._torch_threads(n_grad_steps):
+        if n_grad_steps <= 0:
+            return
+        with _torch_threads(self.train_threads):
             for _ in range(n_grad_steps):
                 for key, value in self.learner.update(self.replay.sample(self.batch_size)).items():
                     self._stats.add(key, value, 1)
-
-    @contextlib.contextmanager
-    def _torch_threads(self, n_grad_steps: int):
-        """torch runs ``train_threads`` intra-op threads inside (a CPU learner with steps to take)."""
-        want = _thread_count(self.train_threads) if self.train_threads is not None and n_grad_steps > 0 else None
-        before = torch.get_num_threads()
-        if want is None or want == before:
-            yield
-            return
-        torch.set_num_threads(want)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
     def learn(self, total_env_steps: int, log_fn: Optional[LogFn] = None) -> None:
         """Act -> store -> update -> log until ``total_env_steps`` env steps (all envs counted)."""
