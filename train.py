@@ -529,11 +529,13 @@ def train(cfg, ckpt, env, runner, task_cfg, train_cfg, dinfo, train_name=None) -
             guard = check_syncs and runner.learner.grad_steps > 0
             if guard:
                 torch.cuda.set_sync_debug_mode("error")
-            new_steps = runner.collect()                        # T steps of every env -> replay
-            runner.train(runner.grad_steps_due(new_steps))      # replay ratio
-            if guard:
-                torch.cuda.set_sync_debug_mode("default")
-                guarded += 1
+            try:
+                new_steps = runner.collect()                    # T steps of every env -> replay
+                runner.train(runner.grad_steps_due(new_steps))  # replay ratio
+            finally:  # also on Ctrl-C: saving last.pth reads the weights back to the host
+                if guard:
+                    torch.cuda.set_sync_debug_mode("default")
+            guarded += int(guard)
             iteration += 1
             if runner.env_steps >= next_log or iteration == max_it:  # every rank at once: lockstep
                 stats = named_stats(runner.pop_stats(), total_steps())  # over all ranks

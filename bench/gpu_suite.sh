@@ -37,7 +37,9 @@ mid=${MID:-4096}                  # the size of the graphed train_throughput and
 iters=${ITERS:-60}                # the train.py run's iterations in `quick` (60 x 4096 x 32 = 7.9M env steps)
 mkdir -p "$out" "$runs"
 py=${PYTHON:-python3}
-export WANDB_MODE=offline PYTHONUNBUFFERED=1
+# the tests use no pytest plugins; the lent image's (xdist, cov, ...) may not load beside the
+# pytest that bench/gpu_setup.sh carries
+export WANDB_MODE=offline PYTHONUNBUFFERED=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
 export PYTHONPATH=${PYTHONPATH:-$PWD}  # a source checkout, as bench/gpu_setup.sh leaves it
 
 run() {  # run NAME SECONDS CMD...: log to $out/NAME.log, echo rc and the tail

@@ -79,6 +79,8 @@ def _device(name: Any) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device %s requested but CUDA is not available (use sim_device=cpu "
                            "rl_device=cpu)" % name)
+    if dev.type == "cuda" and dev.index is None:  # "cuda" and "cuda:0" name one GPU: compare equal
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
