@@ -123,13 +123,16 @@ def compose_config(argv: List[str], checkpoint_task: Optional[str] = None,
     return cfg
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: str, key: str) -> str:
+    """``auto``: cuda:0 where there is CUDA, else cpu; otherwise ``name``, checked and indexed."""
     import torch
     if name in ("", "auto", None):
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("%s requested but CUDA is not available (use sim_device=cpu rl_device=cpu)" % name)
-    return name
+    from qmix_isaac.sim.base import resolve_device as checked
+    try:
+        return str(checked(name, key))
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def set_seed(seed: int, deterministic: bool, rank: int = 0) -> int:
@@ -328,8 +331,8 @@ def build(cfg, ckpt: Optional[Dict[str, Any]], argv: List[str], dinfo=None):
                                     rlgames_runner)
     from qmix_isaac.runner import build_runner
 
-    sim_device = resolve_device(cfg.sim_device)
-    rl_device = resolve_device(cfg.rl_device)
+    sim_device = resolve_device(cfg.sim_device, "sim_device")
+    rl_device = resolve_device(cfg.rl_device, "rl_device")
     if torch.device(rl_device).index is not None:  # cuda:N: streams and CUDA graphs made
         torch.cuda.set_device(torch.device(rl_device))  # without a device argument are the current one's
     task_cfg = OmegaConf.to_container(cfg.task, resolve=True)
@@ -717,7 +720,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         pipeline = str(cfg.pipeline).lower()  # IsaacGymEnvs compares it lower-cased
         if pipeline not in ("gpu", "cpu"):
             raise UsageError("pipeline must be gpu or cpu (got %s)" % cfg.pipeline)
-        if pipeline == "cpu" and resolve_device(str(cfg.sim_device)) != "cpu":
+        if pipeline == "cpu" and resolve_device(str(cfg.sim_device), "sim_device") != "cpu":
             # IsaacGymEnvs' CPU pipeline: CPU tensors whatever simulates; here they live on sim_device
             raise UsageError("pipeline=cpu: the engines' tensors live on sim_device; set "
                              "sim_device=cpu rl_device=cpu for a CPU pipeline")

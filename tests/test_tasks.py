@@ -610,6 +610,11 @@ def test_cuda_without_cuda_is_a_clear_error():
         qmix_isaac.make("MultiBallPush", num_envs=2, sim_device="cuda:0")
 
 
+def test_a_word_that_names_no_device_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="sim_device=gpu is not a device"):
+        qmix_isaac.make("MultiBallPush", num_envs=2, sim_device="gpu")
+
+
 def test_teammate_index():
     from qmix_isaac.tasks.base import teammate_index
     assert teammate_index(3, "cpu").tolist() == [[1, 2], [0, 2], [0, 1]]

@@ -393,6 +393,7 @@ BAD = {
     "resume-other-train-config": (["checkpoint={ckpt}", "max_iterations=5", "train=MultiAntPushQMIX"],
                                   "trained with train=MultiBallPushQMIX and keeps its train config"),
     "cuda-without-cuda": (["task=MultiBallPush", "sim_device=cuda:0"], "CUDA"),
+    "device-word": (["task=MultiBallPush", "rl_device=gpu"], "rl_device=gpu is not a device"),
     "test-without-checkpoint": (["task=MultiBallPush", "test=True"], "checkpoint"),
     "cpu-block-unknown-key": (["task=MultiBallPush", "+train.cpu.params.agent.hidden_dimm=3"],
                               "cpu.params.agent.hidden_dimm names no key"),

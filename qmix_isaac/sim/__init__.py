@@ -11,10 +11,10 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-from .base import Engine
+from .base import Engine, resolve_device
 from .scene import Scene
 
-__all__ = ["ENGINES", "Engine", "Scene", "make_engine", "resolve_engine_name"]
+__all__ = ["ENGINES", "Engine", "Scene", "make_engine", "resolve_device", "resolve_engine_name"]
 
 ENGINES = ("auto", "mujoco", "newton", "physx", "flex")
 
@@ -54,9 +54,7 @@ def make_engine(name: str, scene: Scene, num_envs: int, device, *,
     reads ``sim_cfg["newton"]``: its per-world contact and constraint-row buffer sizes
     (``nconmax``, ``njmax``; None: sized from the scene).
     """
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("sim_device=%s requested but CUDA is not available" % device)
+    device = resolve_device(device, "sim_device")
     name = resolve_engine_name(name, device)
     if name == "mujoco":
         from .mujoco_engine import MujocoEngine

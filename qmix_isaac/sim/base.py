@@ -15,13 +15,30 @@ indices so that resets never need a host sync.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from .scene import Scene
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "resolve_device"]
+
+
+def resolve_device(name: Any, what: str = "device") -> torch.device:
+    """``name`` as a torch device, a CUDA one always indexed ("cuda" -> "cuda:<current>", so that
+    two spellings of one GPU compare equal). One-line RuntimeError, naming ``what`` (the config
+    key), for a string that is no device or for CUDA asked for where there is none."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise RuntimeError("%s=%s is not a device (cpu, cuda or cuda:N)" % (what, name)) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("%s=%s requested but CUDA is not available (use sim_device=cpu "
+                               "rl_device=cpu)" % (what, name))
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class Engine:
@@ -34,7 +51,7 @@ class Engine:
             raise ValueError("num_envs must be >= 1, got %d" % num_envs)
         self.scene = scene
         self.num_envs = int(num_envs)
-        self.device = torch.device(device)
+        self.device = resolve_device(device, "sim_device")
         self.num_actors = len(scene.actors)
         self.num_dof = len(scene.dofs)
         self.dt = float(scene.timestep)

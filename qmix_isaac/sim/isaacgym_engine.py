@@ -456,10 +456,8 @@ class IsaacGymEngine(Engine):
         from isaacgym import gymtorch  # builds its torch extension on first use
 
         super().__init__(scene, num_envs, device)
-        if self.device.type == "cuda":
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            self.device = torch.device("cuda", index)
-            compute_device = int(index)
+        if self.device.type == "cuda":  # indexed by Engine.__init__
+            compute_device = int(self.device.index)
         elif self.device.type == "cpu":
             compute_device = 0
         else:

@@ -81,10 +81,8 @@ class NewtonEngine(Engine):
     ):
         wp, newton, mujoco = _import_newton()
         super().__init__(scene, num_envs, device)
-        if self.device.type == "cuda":
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            self.device = torch.device("cuda", index)
-            wp_device = "cuda:%d" % index
+        if self.device.type == "cuda":  # indexed by Engine.__init__
+            wp_device = "cuda:%d" % self.device.index
         elif self.device.type == "cpu":
             wp_device = "cpu"
         else:

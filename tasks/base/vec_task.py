@@ -57,7 +57,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from qmix_isaac.qmix.spaces import ActionSpec
-from qmix_isaac.sim import make_engine
+from qmix_isaac.sim import make_engine, resolve_device
 from qmix_isaac.sim.scene import Scene
 
 __all__ = ["MultiAgentVecTask", "TaskConfigError", "teammate_index"]
@@ -72,16 +72,6 @@ def teammate_index(n: int, device) -> torch.Tensor:
 
 class TaskConfigError(ValueError):
     """A task configuration value is out of range or unknown (one-line message)."""
-
-
-def _device(name: Any) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device %s requested but CUDA is not available (use sim_device=cpu "
-                           "rl_device=cpu)" % name)
-    if dev.type == "cuda" and dev.index is None:  # "cuda" and "cuda:0" name one GPU: compare equal
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 class MultiAgentVecTask:
@@ -115,8 +105,8 @@ class MultiAgentVecTask:
             raise TaskConfigError("clipObservations must be > 0 (got %s)" % self.clip_obs)
         if self.control_freq_inv < 1:
             raise TaskConfigError("controlFrequencyInv must be >= 1")
-        self.sim_device = _device(sim_device)
-        self.rl_device = _device(rl_device)
+        self.sim_device = resolve_device(sim_device, "sim_device")
+        self.rl_device = resolve_device(rl_device, "rl_device")
         self.device = self.sim_device  # IsaacGymEnvs name for where the buffers live
         self.headless = headless
         self.graphics_device_id = graphics_device_id
