@@ -26,14 +26,11 @@ TRAIN_CFG = pathlib.Path(__file__).resolve().parents[1] / "cfg" / "train" / "Mul
 
 ENV_STEPS = 400_000  # budget of the learning test (env steps, all 64 envs counted; ~6300 gradient steps)
 # At 300k env steps the curve is at its steepest and one seed's outcome hangs on the host's float
-# rounding: seed 0 gave 0.805 on the 2026-11-24 host and 0.562 on an AVX-512 host (2026-12-06), and
-# the too-wide mixer (embed_dim 32, 0.16 +- 0.16 over 3 seeds at 400k) reached 0.570 there, so 300k
-# no longer told the two apart. At 400k (bench/learn_ball_push.py, same seeds, 128 greedy episodes,
-# 2026-12-06): embed_dim 4 0.820 / 0.734 / 0.820 (seeds 0 / 1 / 2), embed_dim 32 0.312 / 0.047 / 0.039;
-# a random team 0.000 (0 of 128 episodes, as in every random evaluation so far). The bar sits
-# between the two: a mixer or learner regression fails it. This test itself (its greedy evaluation
-# follows the random team's on the same eval env) on that host: 0.844 (embed_dim 4), and with
-# embed_dim 32 patched in 0.312, which fails it.
+# rounding: seed 0 gave 0.805 on the 2026-11-24 host and 0.562 on an AVX-512 host (2026-12-06),
+# where the too-wide mixer (embed_dim 32) reached 0.570: 300k no longer told the two apart. At 400k
+# on that host (BENCHMARKS.md, 3 seeds): embed_dim 4 >= 0.73, embed_dim 32 <= 0.31, a random team
+# 0.000 (0 of 128 episodes, as in every random evaluation so far); this test 0.844, and 0.312 with
+# embed_dim 32 patched in. The bar sits between: a mixer or learner regression fails it.
 MIN_SUCCESS = 0.5
 MIN_RETURN_GAIN = 10.0
 
