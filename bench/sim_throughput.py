@@ -7,7 +7,9 @@ An env-step is one policy step of one world (``controlFrequencyInv`` physics ste
 ``bare`` a loop of ``mujoco.rollout`` over the same MJCF with nothing else (mujoco only), ``raw``
 the engine (set torques, simulate, refresh the views), ``task`` the whole ``env.step`` (actions to
 torques, physics, resets, observations, rewards, episode statistics). ``task cost`` is the share
-of the task step spent outside the engine: 1 - task/raw. ``--cuda-graph`` adds the task step replayed
+of the task step spent outside the engine: 1 - task/raw; ``layer`` times the same step with the
+engine's ``simulate`` made a no-op (microseconds per step: the task layer alone, which on a GPU
+without graphs is mostly launches; less noisy than the difference of two rates). ``--cuda-graph`` adds the task step replayed
 from CUDA graphs (``env.cudaGraph``; CUDA and newton only) and its task cost. Timings take the median of a few
 repeats of ``--seconds`` each, after a warm-up; on CUDA the clock is read after a synchronize.
 """
@@ -98,6 +100,9 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--cuda-graph", action="store_true",
                    help="also time the task step replayed from CUDA graphs (env.cudaGraph)")
+    p.add_argument("--start-pool", type=int, nargs="+", default=[None], metavar="N",
+                   help="env.startPool values to time the task step with, one row each (default: "
+                        "the task config's; 1 draws start states every step, as before 2026-12-06)")
     a = p.parse_args(argv)
     dev = a.device
     print("# %s, %s, torch %s, %s, %s" % (a.task, dev, torch.__version__, platform.processor() or
@@ -105,13 +110,14 @@ def main(argv=None):
     if torch.device(dev).type == "cuda":
         print("# GPU: %s" % torch.cuda.get_device_name(0))
     graph_cols = " task step (graph) | graph task cost |" if a.cuda_graph else ""
-    print("| engine | num_envs | bare rollout | raw engine | task step | task cost | raw/bare |"
-          + graph_cols)
-    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * a.cuda_graph)
+    print("| engine | num_envs | start pool | bare rollout | raw engine | task step | task cost "
+          "| raw/bare | layer µs/step |" + graph_cols)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * a.cuda_graph)
     for engine in a.engines:
-        for E in a.num_envs:
+        for E, pool in [(E, pool) for E in a.num_envs for pool in a.start_pool]:
+            kw = {} if pool is None else {"startPool": pool}
             env = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
-                                  physics_engine=engine)
+                                  physics_engine=engine, **kw)
             env.reset()
             acts, torques = random_inputs(env, dev)
             raw = engine_step(env, torques)
@@ -137,10 +143,14 @@ def main(argv=None):
                 graphed = " %.0f%s | %.0f%% |" % (r_graph, "" if captured else " (eager)",
                                                    100.0 * (1.0 - r_graph / r_raw))
                 genv.close()
-            print("| %s | %d | %s | %.0f | %.0f | %.0f%% | %s |%s" % (
-                env.engine.name, E, "-" if r_bare != r_bare else "%.0f" % r_bare, r_raw, r_task,
+            env.engine.simulate = lambda n: None  # the task layer alone (the env is done with)
+            layer_us = 1e6 * E / rate(task, E, dev, a.seconds)
+            print("| %s | %d | %d | %s | %.0f | %.0f | %.0f%% | %s | %.0f |%s" % (
+                env.engine.name, E, env.start_pool, "-" if r_bare != r_bare else "%.0f" % r_bare,
+                r_raw, r_task,
                 100.0 * (1.0 - r_task / r_raw),
-                "-" if r_bare != r_bare else "%.0f%%" % (100.0 * r_raw / r_bare), graphed), flush=True)
+                "-" if r_bare != r_bare else "%.0f%%" % (100.0 * r_raw / r_bare), layer_us,
+                graphed), flush=True)
             env.close()
 
 

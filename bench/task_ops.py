@@ -28,10 +28,15 @@ def main(argv=None):
     p.add_argument("--engine", default="mujoco")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-envs", type=int, default=8)
-    p.add_argument("--steps", type=int, default=4, help="steps counted (after 3 warm-up steps)")
+    p.add_argument("--steps", type=int, default=32, help="steps counted (after 3 warm-up steps); "
+                   "a multiple of env.startPool averages its draws in")
+    p.add_argument("--start-pool", type=int, default=None,
+                   help="env.startPool (default: the task config's; 1: start states drawn every "
+                   "step)")
     a = p.parse_args(argv)
+    kw = {} if a.start_pool is None else {"startPool": a.start_pool}
     env = qmix_isaac.make(a.task, num_envs=a.num_envs, sim_device=a.device, rl_device=a.device,
-                          seed=0, physics_engine=a.engine)
+                          seed=0, physics_engine=a.engine, **kw)
     env.reset()
     gen = torch.Generator(device=a.device).manual_seed(0)
     shape = (a.num_envs, env.num_agents) + env.action_shape[:-1]
@@ -42,8 +47,8 @@ def main(argv=None):
         for _ in range(a.steps):
             env.step(actions)
     n = a.steps
-    print("# %s, engine %s, %s, torch %s: per env.step" % (a.task, env.engine.name, a.device,
-                                                           torch.__version__))
+    print("# %s, engine %s, %s, torch %s, startPool %d: per env.step (mean of %d)"
+          % (a.task, env.engine.name, a.device, torch.__version__, env.start_pool, n))
     print("| function | kernels | views |")
     print("|---|---:|---:|")
     for site in sorted(set(calls.kernels) | set(calls.views), key=lambda s: -calls.kernels[s]):

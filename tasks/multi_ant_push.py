@@ -26,7 +26,7 @@ from qmix_isaac.sim.rotations import quat_rotate, quat_rotate_inverse, rotate_z_
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
 from .base import MultiAgentVecTask, TaskConfigError, teammate_index
-from .base.layout import sample_push_layout, yaw_quat
+from .base.layout import push_goal, sample_push_layout, yaw_quat
 
 __all__ = ["MultiAntPush", "compute_ant_push_observations", "compute_ant_push_reward",
            "ANT_DOFS", "ANT_OBS"]
@@ -102,9 +102,8 @@ class MultiAntPush(MultiAgentVecTask):
         self.prev_box_dist = torch.zeros(E, device=dev)
         self.prev_ant_dist = torch.zeros(E, device=dev)
         self.joint_levels = torch.zeros(E, self.num_ants * ANT_DOFS, device=dev)
-        # goal-distance curriculum: each world's level, and the level its next episode will have
+        # goal-distance curriculum: each world's level
         self.goal_level = torch.zeros(E, dtype=torch.long, device=dev)
-        self._next_goal_level = torch.zeros(E, dtype=torch.long, device=dev)
         # flat action k -> per-joint bin indices (little-endian in joints)
         self.flat_to_bins = torch.stack(
             [(torch.arange(self.bins ** joints, device=dev) // self.bins ** j) % self.bins
@@ -130,51 +129,64 @@ class MultiAntPush(MultiAgentVecTask):
         self.engine.set_dof_torques(self.joint_levels * self.torque_scale)
 
     # ---- resets ---------------------------------------------------------------------------------
-    def sample_start_states(self) -> Dict[str, torch.Tensor]:
-        E, N, nd = self.num_envs, self.num_ants, self.engine.num_dof
-        goal_range = self.goal_range
-        if self.curriculum_levels:  # the level of each world's next episode, if it ends now
-            L = self.curriculum_levels
-            # up a level on success, down on any other ending; none after a blow-up, nor for an
-            # episode that did not end (env.reset() of a running or resumed world)
-            step = torch.where(self.success_buf, 1, -1) * (self.reset_buf & ~self.blown_buf).long()
-            self._next_goal_level.copy_((self.goal_level + step).clamp(0, L - 1))
-            goal_range = curriculum_goal_range(self._next_goal_level, L, self.curriculum_start,
-                                               self.goal_range)
-        lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.5,
-                                 box_yaw_range=math.pi / 2, goal_range=goal_range,
+    def sample_start_states(self, n: int) -> Dict[str, torch.Tensor]:
+        N, nd = self.num_ants, self.engine.num_dof
+        lay = sample_push_layout(self.rng, n, N, device=self.sim_device, box_spread=0.5,
+                                 box_yaw_range=math.pi / 2, goal_range=self.goal_range,
                                  spawn_range=self.spawn_range, min_separation=2 * ANT_REACH,
                                  n_extra=nd)
-        root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
+        root = self.engine.initial_root_states.unsqueeze(0).repeat(n, 1, 1)
         root[..., 7:13] = 0.0
         root[:, self.box_index, 0:2] = lay.box_xy
         root[:, self.box_index, 2] = self.box_half[2]
-        root[:, self.box_index, 3:7] = yaw_quat(lay.box_yaw)
         root[:, self.ant_index, 0:2] = lay.robot_xy
         root[:, self.ant_index, 2] = float(self.cfg["task"]["startHeight"])
-        root[:, self.ant_index, 3:7] = yaw_quat(lay.robot_yaw)
+        # the box's and the ants' yaw quaternions in one go: [n, 1 + N, 4]
+        quats = yaw_quat(torch.cat([lay.box_yaw.unsqueeze(-1), lay.robot_yaw], -1))
+        root[:, self.box_index, 3:7] = quats[:, 0]
+        root[:, self.ant_index, 3:7] = quats[:, 1:]
         noise = float(self.cfg["task"]["dofNoise"])
         dof_pos = self.start_dof_pos + noise * (lay.extra - 0.5)
         dof_pos = torch.max(torch.min(dof_pos, self.engine.dof_upper), self.engine.dof_lower)
-        return {"root_states": root, "dof_pos": dof_pos,
-                "dof_vel": torch.zeros(E, nd, device=self.sim_device), "goal": lay.goal_xy}
+        start = {"root_states": root, "dof_pos": dof_pos,
+                 "dof_vel": torch.zeros(1, nd, device=self.sim_device).expand(n, nd)}  # no memory
+        if self.curriculum_levels:  # the goal's distance depends on the world's level at its reset
+            start["goal_dir"], start["goal_u"] = lay.goal_dir, lay.goal_u
+        else:  # the goal and what on_reset needs, computed once per pool
+            start["goal"] = lay.goal_xy
+            start["box_dist"], start["approach_dist"] = self._start_distances(root, lay.goal_xy)
+        return start
+
+    def _start_distances(self, root: torch.Tensor, goal: torch.Tensor):
+        """Box-goal distance and the ants' approach distance [rows] of start states."""
+        box_xy = root[:, self.box_index, 0:2]
+        return torch.norm(goal - box_xy, dim=-1), \
+            approach_distance(root[:, self.ant_index, 0:2], box_xy, goal, self.approach_standoff)
 
     def on_reset(self, mask, start):
         m = mask.view(-1, 1)
-        self.goal_pos.copy_(torch.where(m, start["goal"], self.goal_pos))
-        root = start["root_states"]
-        box_xy = root[:, self.box_index, 0:2]
-        ant_xy = root[:, self.ant_index, 0:2]
-        box_d = torch.norm(start["goal"] - box_xy, dim=-1)
-        ant_d = approach_distance(ant_xy, box_xy, start["goal"], self.approach_standoff)
+        if self.curriculum_levels:
+            # the level of each world's next episode: up a level on success, down on any other
+            # ending; none after a blow-up, nor for an episode that did not end (env.reset() of a
+            # running or resumed world). Its goal is drawn from that level's range.
+            L = self.curriculum_levels
+            ended = self.reset_buf & ~self.blown_buf
+            step = torch.where(self.success_buf, 1, -1) * ended.long()
+            level = (self.goal_level + step).clamp(0, L - 1)
+            goal_range = curriculum_goal_range(level, L, self.curriculum_start, self.goal_range)
+            root = start["root_states"]
+            goal = push_goal(root[:, self.box_index, 0:2], start["goal_dir"], start["goal_u"],
+                             goal_range)
+            box_d, ant_d = self._start_distances(root, goal)
+            self.goal_level.copy_(torch.where(mask & ended, level, self.goal_level))
+        else:
+            goal, box_d, ant_d = start["goal"], start["box_dist"], start["approach_dist"]
+        self.goal_pos.copy_(torch.where(m, goal, self.goal_pos))
         self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
         self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
         self.joint_levels.mul_((~m).float())
         start_d = self.metrics["start_box_dist"]
         start_d.copy_(torch.where(mask, box_d, start_d))
-        if self.curriculum_levels:  # worlds whose episode ended move a level (blow-ups do not)
-            ended = mask & self.reset_buf & ~self.blown_buf
-            self.goal_level.copy_(torch.where(ended, self._next_goal_level, self.goal_level))
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self):

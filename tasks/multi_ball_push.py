@@ -87,29 +87,30 @@ class MultiBallPush(MultiAgentVecTask):
         self.engine.set_dof_torques(force.reshape(self.num_envs, -1))
 
     # ---- resets ---------------------------------------------------------------------------------
-    def sample_start_states(self) -> Dict[str, torch.Tensor]:
-        E, N = self.num_envs, self.num_balls
-        lay = sample_push_layout(self.rng, E, N, device=self.sim_device, box_spread=0.4,
+    def sample_start_states(self, n: int) -> Dict[str, torch.Tensor]:
+        N = self.num_balls
+        lay = sample_push_layout(self.rng, n, N, device=self.sim_device, box_spread=0.4,
                                  box_yaw_range=math.pi / 2, goal_range=self.goal_range,
                                  spawn_range=self.spawn_range,
                                  min_separation=2 * self.ball_radius + 0.05)
-        root = self.engine.initial_root_states.unsqueeze(0).repeat(E, 1, 1)
+        root = self.engine.initial_root_states.unsqueeze(0).repeat(n, 1, 1)
         root[:, self.box_index, 0:2] = lay.box_xy
         root[:, self.box_index, 2] = self.box_half[2]
         root[:, self.box_index, 3:7] = yaw_quat(lay.box_yaw)
         root[:, self.box_index, 7:13] = 0.0
-        return {"root_states": root, "dof_pos": lay.robot_xy.reshape(E, 2 * N),
-                "dof_vel": torch.zeros(E, 2 * N, device=self.sim_device), "goal": lay.goal_xy}
+        # what on_reset needs, computed once per pool: box-goal and mean ball-box distances
+        box_d = torch.norm(lay.goal_xy - lay.box_xy, dim=-1)
+        ball_d = torch.norm(lay.robot_xy - lay.box_xy.unsqueeze(1), dim=-1).mean(-1)
+        return {"root_states": root, "dof_pos": lay.robot_xy.reshape(n, 2 * N),
+                "dof_vel": torch.zeros(1, 2 * N, device=self.sim_device).expand(n, 2 * N),
+                "goal": lay.goal_xy,
+                "box_dist": box_d, "ball_dist": ball_d}
 
     def on_reset(self, mask, start):
         m = mask.view(-1, 1)
         self.goal_pos.copy_(torch.where(m, start["goal"], self.goal_pos))
-        box_xy = start["root_states"][:, self.box_index, 0:2]
-        ball_xy = start["dof_pos"].view(self.num_envs, self.num_balls, 2)
-        box_d = torch.norm(start["goal"] - box_xy, dim=-1)
-        ball_d = torch.norm(ball_xy - box_xy.unsqueeze(1), dim=-1).mean(-1)
-        self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
-        self.prev_ball_dist.copy_(torch.where(mask, ball_d, self.prev_ball_dist))
+        self.prev_box_dist.copy_(torch.where(mask, start["box_dist"], self.prev_box_dist))
+        self.prev_ball_dist.copy_(torch.where(mask, start["ball_dist"], self.prev_ball_dist))
         self.last_actions.mul_((~m).to(torch.long))
 
     # ---- observations and rewards ---------------------------------------------------------------

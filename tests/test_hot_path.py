@@ -18,10 +18,10 @@ from qmix_isaac.runner import build_runner
 from qmix_isaac.tasks.toy import GridRendezvous
 
 
-def step_calls(task, engine, num_envs, steps=3):
+def step_calls(task, engine, num_envs, steps=3, **kw):
     """Torch calls and read-backs of ``steps`` env.step calls after a warm-up, random actions."""
     env = qmix_isaac.make(task, num_envs=num_envs, sim_device="cpu", rl_device="cpu", seed=0,
-                          physics_engine=engine)
+                          physics_engine=engine, **kw)
     env.reset()
     gen = torch.Generator().manual_seed(0)
     shape = (num_envs, env.num_agents) + env.action_shape[:-1]
@@ -42,6 +42,17 @@ def test_env_step_reads_nothing_back_and_does_not_loop_over_worlds(task, engine)
     assert not small.reads and not large.reads, dict(small.reads + large.reads)
     assert small.python_calls == large.python_calls > 0  # no Python work per world
     assert sum(small.kernels.values()) == sum(large.kernels.values()) > 0
+
+
+def test_start_pool_takes_the_start_sampling_out_of_most_steps():
+    """Drawing start states for every world on every step (startPool=1, what env.cudaGraph
+    records) is a fifth of MultiAntPush's kernels; a pool of 16 steps' worth draws once in 16
+    steps. On a GPU without graphs every kernel is a launch."""
+    every_step = step_calls("MultiAntPush", "mujoco", 4, steps=16, startPool=1)
+    pooled = step_calls("MultiAntPush", "mujoco", 4, steps=16, startPool=16)
+    n_every, n_pooled = sum(every_step.kernels.values()), sum(pooled.kernels.values())
+    assert n_pooled < 0.85 * n_every, (n_pooled, n_every)
+    assert not pooled.reads
 
 
 def test_learn_loop_reads_nothing_back_between_logs(one_thread):

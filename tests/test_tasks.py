@@ -98,8 +98,10 @@ def test_cuda_graph_step_matches_eager(task):
     graphed envs with the same seed agree everywhere."""
     pytest.importorskip("newton", reason="newton[sim] not installed")
     dev = "cuda:0"
+    # startPool=1: the eager env draws its start states every step, as the graphed ones must
     envs = [qmix_isaac.make(task, num_envs=64, seed=0, sim_device=dev, rl_device=dev,
-                            physics_engine="newton", cudaGraph=g) for g in (False, True, True)]
+                            physics_engine="newton", cudaGraph=g, startPool=1)
+            for g in (False, True, True)]
     for env in envs:
         env.reset()
     g = torch.Generator().manual_seed(1)
@@ -588,12 +590,30 @@ def test_task_state_round_trip_replays_start_layouts_and_curriculum_levels():
         e.close()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_every_reset_draws_its_own_start_from_the_pool(task):
+    """Start states come from a pool drawn for ``startPool`` steps of every world at once; each
+    step uses the next block, and a used-up pool is drawn anew: seven resets in a row (two pools of
+    three and a bit) give every world seven different start layouts, none repeated."""
+    env = qmix_isaac.make(task, num_envs=2, seed=0, startPool=3, physics_engine="mujoco")
+    goals, boxes = [], []
+    for _ in range(7):
+        env.reset()
+        goals.append(env.goal_pos.clone())
+        boxes.append(env.engine.root_states[:, env.box_index, 0:2].clone())
+    env.close()
+    for seen in (torch.cat(goals), torch.cat(boxes)):               # [7 * 2, 2]
+        gaps = torch.cdist(seen, seen) + torch.eye(len(seen)) * 1e9
+        assert gaps.min() > 1e-4, "a start layout was used twice"
+
+
 @pytest.mark.parametrize("kwargs, exc, words", [
     (dict(task="NoSuchTask", num_envs=2), ConfigError, "unknown task"),
     (dict(task="MultiBallPush", num_envs=0), ConfigError, "num_envs"),
     (dict(task="MultiAntPush", num_envs=2, numAnts=0), TaskConfigError, "numAnts"),
     (dict(task="MultiBallPush", num_envs=2, numBalls=0), TaskConfigError, "numBalls"),
     (dict(task="MultiBallPush", num_envs=2, noSuchKey=1), ConfigError, "noSuchKey"),
+    (dict(task="MultiAntPush", num_envs=2, startPool=0), TaskConfigError, "startPool"),
     (dict(task="MultiBallPush", num_envs=2, physics_engine="bullet"), ValueError, "physics_engine"),
     (dict(task="MultiBallPush", num_envs=2, physics_engine="physx"), RuntimeError, "Isaac Gym"),
 ])

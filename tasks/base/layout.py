@@ -1,7 +1,8 @@
 """Random start layouts shared by the push tasks: a box, a goal, robots on a ring around the box.
 
-One ``torch.rand`` call draws every number a reset needs, for all worlds at once (the task base
-samples start states for every world each step and keeps the rows of the worlds that reset).
+One ``torch.rand`` call draws every number a reset needs, for all rows at once (the task base
+draws a pool of start states for several steps of every world and keeps, each step, the rows of
+the worlds that reset).
 """
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-__all__ = ["PushLayout", "sample_push_layout", "yaw_quat"]
+__all__ = ["PushLayout", "push_goal", "sample_push_layout", "yaw_quat"]
 
 
 class PushLayout(NamedTuple):
     box_xy: torch.Tensor      # [E, 2]
     box_yaw: torch.Tensor     # [E]
     goal_xy: torch.Tensor     # [E, 2]
+    goal_dir: torch.Tensor    # [E, 2] unit vector from the box to the goal
+    goal_u: torch.Tensor      # [E] uniform in [0, 1): where in goal_range the distance fell
     robot_xy: torch.Tensor    # [E, N, 2]
     robot_yaw: torch.Tensor   # [E, N], uniform in [0, 2 pi)
     extra: torch.Tensor       # [E, n_extra] uniform in [0, 1), for task-specific draws
@@ -43,8 +46,9 @@ def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, 
     u = torch.rand(E, 6 + 3 * N + n_extra, device=device, generator=rng)
     box_xy = (u[:, 0:2] - 0.5) * box_spread
     box_yaw = (u[:, 2] - 0.5) * box_yaw_range
-    gdir, gdist = u[:, 3] * 2 * math.pi, goal_range[0] + (goal_range[1] - goal_range[0]) * u[:, 4]
-    goal = box_xy + gdist.unsqueeze(-1) * torch.stack([gdir.cos(), gdir.sin()], -1)
+    gdir = u[:, 3] * 2 * math.pi
+    gdir = torch.stack([gdir.cos(), gdir.sin()], -1)
+    goal = push_goal(box_xy, gdir, u[:, 4], goal_range)
     sector = 2 * math.pi / N
     ang = u[:, 5:6] * 2 * math.pi + sector * torch.arange(N, device=device).view(1, N) \
         + (u[:, 6:6 + N] - 0.5) * (sector / 2)
@@ -55,4 +59,12 @@ def sample_push_layout(rng: torch.Generator, num_envs: int, num_robots: int, *, 
     radius = lo + (hi - lo) * u[:, 6 + N:6 + 2 * N]
     robot_xy = box_xy.unsqueeze(1) + radius.unsqueeze(-1) * torch.stack([ang.cos(), ang.sin()], -1)
     robot_yaw = u[:, 6 + 2 * N:6 + 3 * N] * 2 * math.pi
-    return PushLayout(box_xy, box_yaw, goal, robot_xy, robot_yaw, u[:, 6 + 3 * N:])
+    return PushLayout(box_xy, box_yaw, goal, gdir, u[:, 4], robot_xy, robot_yaw, u[:, 6 + 3 * N:])
+
+
+def push_goal(box_xy: torch.Tensor, goal_dir: torch.Tensor, goal_u: torch.Tensor,
+              goal_range: Sequence) -> torch.Tensor:
+    """The goal [E, 2]: ``goal_dir`` from the box, at the fraction ``goal_u`` of ``goal_range``
+    (two floats, or two [E] tensors)."""
+    dist = goal_range[0] + (goal_range[1] - goal_range[0]) * goal_u
+    return box_xy + dist.unsqueeze(-1) * goal_dir

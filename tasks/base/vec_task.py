@@ -15,8 +15,12 @@ user's own torch env may meet without this class (``tasks/toy.py``, installed as
 
 A subclass describes its robots and props (:meth:`build_scene`), maps discrete actions to joint
 torques (:meth:`pre_physics_step`), samples start states (:meth:`sample_start_states`) and
-computes observations and named reward terms with pure tensor functions. This class owns the
-engine, the buffers and the episode bookkeeping, with IsaacGymEnvs semantics:
+computes observations and named reward terms with pure tensor functions. Start states are drawn
+for ``env.startPool`` steps of every world at once (one batch of sampling kernels every that many
+steps instead of every step; each block of E rows serves one step's resets, so every reset still
+gets its own independent draw); under ``env.cudaGraph`` they are drawn every step, inside the
+graph. This class owns the engine, the buffers and the episode bookkeeping, with IsaacGymEnvs
+semantics:
 
 - ``step`` returns ``reset[E] = True`` on the LAST step of an episode, together with that
   episode's final observation; the env is reset at the start of the NEXT step's post-physics
@@ -51,6 +55,7 @@ without either, the first episode would start from the MJCF's own pose).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -63,9 +68,11 @@ from qmix_isaac.sim.scene import Scene
 __all__ = ["MultiAgentVecTask", "TaskConfigError", "teammate_index"]
 
 
+@functools.lru_cache(maxsize=None)
 def teammate_index(n: int, device) -> torch.Tensor:
     """LongTensor [n, n-1]: row i lists every agent but i, in index order. Pure arithmetic (no
-    boolean-mask indexing, which would make the device report its count to the host)."""
+    boolean-mask indexing, which would make the device report its count to the host), made once
+    per (n, device): the observations index with it every step. Read it, do not write it."""
     j = torch.arange(n - 1, device=device).view(1, -1)
     return j + (j >= torch.arange(n, device=device).view(-1, 1)).to(torch.long)
 
@@ -160,6 +167,15 @@ class MultiAgentVecTask:
             raise TaskConfigError("env.cudaGraph needs rl_device == sim_device (got %s, %s)"
                                   % (self.rl_device, self.sim_device))
         self._graph_state = "cold" if use_graph else "off"
+        # start states for start_pool steps of every world, drawn together (see _start_block);
+        # a graph replays one step's kernels, so under env.cudaGraph they are drawn every step
+        self.start_pool = 1 if use_graph else int(env.get("startPool", 16))
+        if self.start_pool < 1:
+            raise TaskConfigError("startPool must be >= 1 (got %d)" % self.start_pool)
+        self._pool: Dict[str, torch.Tensor] = {}
+        self._pool_next = self.start_pool      # next block to use; start_pool: draw a new pool
+        self._pool_rng: Optional[torch.Tensor] = None  # the generator's state before this pool
+        self._resume_block: Optional[int] = None
         self._step_graphs: Optional[Tuple[Any, Any]] = None   # (pre-physics, post-physics)
         self._graph_actions: Optional[torch.Tensor] = None
 
@@ -187,13 +203,16 @@ class MultiAgentVecTask:
         """Turn discrete actions into joint torques and hand them to the engine."""
         raise NotImplementedError
 
-    def sample_start_states(self) -> Dict[str, torch.Tensor]:
-        """Full-size [E, ...] start states (``root_states``, ``dof_pos``, ``dof_vel``) and any
-        task-side state (goals); only the rows of the worlds being reset are used."""
+    def sample_start_states(self, n: int) -> Dict[str, torch.Tensor]:
+        """``n`` independent start states, [n, ...] each: ``root_states``, ``dof_pos``, ``dof_vel``
+        and any task-side state (goals, quantities derived from the start). Drawn for
+        ``start_pool`` steps of every world at once (n = start_pool * E); each step's block of E
+        rows is offered to every world, and only the rows of the worlds being reset are used."""
         raise NotImplementedError
 
     def on_reset(self, mask: torch.Tensor, start: Dict[str, torch.Tensor]) -> None:
-        """Update task-side buffers (goal, previous distances) of the worlds in ``mask``."""
+        """Update task-side buffers (goal, previous distances) of the worlds in ``mask`` from
+        ``start``, this step's [E, ...] block of ``sample_start_states``."""
 
     def compute_observations(self) -> None:
         raise NotImplementedError
@@ -311,12 +330,28 @@ class MultiAgentVecTask:
     def _reset_worlds(self, mask: torch.Tensor, physics: Optional[torch.Tensor] = None) -> None:
         """Start new episodes in the worlds of ``mask``; ``physics`` (a superset, default
         ``mask``) also gets a start state in the engine, without the task's bookkeeping."""
-        start = self.sample_start_states()
+        start = self._start_block()
         self.engine.set_state(mask if physics is None else physics, start.get("root_states"),
                               start.get("dof_pos"), start.get("dof_vel"))
         self.on_reset(mask, start)
         self.progress_buf.mul_((~mask).to(torch.long))
         self.ep_stats.mul_((~mask).to(self.ep_stats.dtype).unsqueeze(-1))
+
+    def _start_block(self) -> Dict[str, torch.Tensor]:
+        """This step's start states [E, ...]: the next unused block of the pool (views, no
+        kernels), after drawing a new pool of ``start_pool`` blocks when the last is used up."""
+        P, E = self.start_pool, self.num_envs
+        if self._pool_next >= P:
+            if P > 1:  # what state_dict saves, so that a resumed task redraws this very pool
+                self._pool_rng = self.rng.get_state()
+            rows = self.sample_start_states(P * E)
+            self._pool = {k: v.view((P, E) + tuple(v.shape[1:])) for k, v in rows.items()}
+            self._pool_next = 0
+            if self._resume_block is not None:  # a loaded state: go on where its task was
+                self._pool_next, self._resume_block = self._resume_block, None
+        block = self._pool_next
+        self._pool_next += 1
+        return {k: v[block] for k, v in self._pool.items()}
 
     def _observe(self) -> None:
         self.compute_observations()
@@ -346,7 +381,11 @@ class MultiAgentVecTask:
     def state_dict(self) -> Dict[str, Any]:
         """What a resumed run needs to go on as this one would: the task's generator (start
         layouts, goals) and any per-world task state a subclass adds. Not the worlds' physics:
-        a resumed run starts new episodes, as IsaacGymEnvs' does."""
+        a resumed run starts new episodes, as IsaacGymEnvs' does. With a start-state pool in
+        use: the generator as it was before that pool was drawn, and how much of it was used."""
+        if self.start_pool > 1 and self._pool_next < self.start_pool:
+            return {"rng": self._pool_rng, "start_pool": self.start_pool,
+                    "start_block": self._pool_next}
         return {"rng": self.rng.get_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> List[str]:
@@ -359,6 +398,10 @@ class MultiAgentVecTask:
                 self.rng.set_state(rng)
             except (RuntimeError, TypeError, ValueError):  # a CPU generator's state on CUDA, or back
                 skipped.append("rng")
+                rng = None
+        self._pool_next, self._resume_block = self.start_pool, None  # the next reset draws anew
+        if rng is not None and state.get("start_pool") == self.start_pool:
+            self._resume_block = int(state["start_block"])  # ... the pool the saved task was using
         return skipped
 
     def close(self) -> None:
