@@ -151,7 +151,8 @@ class MultiAntPush(MultiAgentVecTask):
         start = {"root_states": root, "dof_pos": dof_pos,
                  "dof_vel": torch.zeros(1, nd, device=self.sim_device).expand(n, nd)}  # no memory
         if self.curriculum_levels:  # the goal's distance depends on the world's level at its reset
-            start["goal_dir"], start["goal_u"] = lay.goal_dir, lay.goal_u
+            # (goal_u cloned: a view would keep the whole draw alive with the pool)
+            start["goal_dir"], start["goal_u"] = lay.goal_dir, lay.goal_u.clone()
         else:  # the goal and what on_reset needs, computed once per pool
             start["goal"] = lay.goal_xy
             start["box_dist"], start["approach_dist"] = self._start_distances(root, lay.goal_xy)

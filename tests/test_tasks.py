@@ -607,6 +607,36 @@ def test_every_reset_draws_its_own_start_from_the_pool(task):
         assert gaps.min() > 1e-4, "a start layout was used twice"
 
 
+def test_a_resumed_task_never_replays_a_start_the_saved_one_used():
+    """Saved two blocks into a pool of four: a task of the same pool size and world count draws
+    that pool again and goes on with the saved task's next start (also from a state saved straight
+    after loading); one of another pool size or world count starts past every draw the saved
+    task made, so none of the start layouts it used comes back."""
+    def make(seed, num_envs=3, pool=4):
+        return qmix_isaac.make("MultiBallPush", num_envs=num_envs, seed=seed, startPool=pool,
+                               physics_engine="mujoco")
+    env = make(5)
+    used = []
+    for _ in range(2):
+        env.reset()
+        used.append(env.goal_pos.clone())
+    state = env.state_dict()
+    env.reset()
+    same = make(9)
+    assert same.load_state_dict(state) == []
+    again = make(11)
+    again.load_state_dict(same.state_dict())
+    for task in (same, again):
+        task.reset()
+        assert torch.equal(task.goal_pos, env.goal_pos)
+    for other in (make(9, pool=1), make(9, num_envs=2)):
+        assert other.load_state_dict(state) == []
+        for _ in range(4):
+            other.reset()
+            assert torch.cdist(other.goal_pos, torch.cat(used)).min() > 1e-4, "a used start came back"
+    env.close()
+
+
 @pytest.mark.parametrize("kwargs, exc, words", [
     (dict(task="NoSuchTask", num_envs=2), ConfigError, "unknown task"),
     (dict(task="MultiBallPush", num_envs=0), ConfigError, "num_envs"),

@@ -169,13 +169,14 @@ class MultiAgentVecTask:
         self._graph_state = "cold" if use_graph else "off"
         # start states for start_pool steps of every world, drawn together (see _start_block);
         # a graph replays one step's kernels, so under env.cudaGraph they are drawn every step
-        self.start_pool = 1 if use_graph else int(env.get("startPool", 16))
+        self.start_pool = int(env.get("startPool", 16))
         if self.start_pool < 1:
             raise TaskConfigError("startPool must be >= 1 (got %d)" % self.start_pool)
+        if use_graph:
+            self.start_pool = 1
         self._pool: Dict[str, torch.Tensor] = {}
         self._pool_next = self.start_pool      # next block to use; start_pool: draw a new pool
         self._pool_rng: Optional[torch.Tensor] = None  # the generator's state before this pool
-        self._resume_block: Optional[int] = None
         self._step_graphs: Optional[Tuple[Any, Any]] = None   # (pre-physics, post-physics)
         self._graph_actions: Optional[torch.Tensor] = None
 
@@ -340,18 +341,19 @@ class MultiAgentVecTask:
     def _start_block(self) -> Dict[str, torch.Tensor]:
         """This step's start states [E, ...]: the next unused block of the pool (views, no
         kernels), after drawing a new pool of ``start_pool`` blocks when the last is used up."""
-        P, E = self.start_pool, self.num_envs
-        if self._pool_next >= P:
-            if P > 1:  # what state_dict saves, so that a resumed task redraws this very pool
-                self._pool_rng = self.rng.get_state()
-            rows = self.sample_start_states(P * E)
-            self._pool = {k: v.view((P, E) + tuple(v.shape[1:])) for k, v in rows.items()}
-            self._pool_next = 0
-            if self._resume_block is not None:  # a loaded state: go on where its task was
-                self._pool_next, self._resume_block = self._resume_block, None
+        if self._pool_next >= self.start_pool:
+            self._draw_pool()
         block = self._pool_next
         self._pool_next += 1
         return {k: v[block] for k, v in self._pool.items()}
+
+    def _draw_pool(self) -> None:
+        P, E = self.start_pool, self.num_envs
+        if P > 1:  # what state_dict saves, so that a resumed task can draw this very pool again
+            self._pool_rng = self.rng.get_state()
+        rows = self.sample_start_states(P * E)
+        self._pool = {k: v.view((P, E) + tuple(v.shape[1:])) for k, v in rows.items()}
+        self._pool_next = 0
 
     def _observe(self) -> None:
         self.compute_observations()
@@ -382,26 +384,32 @@ class MultiAgentVecTask:
         """What a resumed run needs to go on as this one would: the task's generator (start
         layouts, goals) and any per-world task state a subclass adds. Not the worlds' physics:
         a resumed run starts new episodes, as IsaacGymEnvs' does. With a start-state pool in
-        use: the generator as it was before that pool was drawn, and how much of it was used."""
+        use, also the generator as it was before that pool was drawn and how much of it was used:
+        a task of the same pool size and world count draws that pool again and goes on from there.
+        """
+        state: Dict[str, Any] = {"rng": self.rng.get_state()}  # past every draw made so far
         if self.start_pool > 1 and self._pool_next < self.start_pool:
-            return {"rng": self._pool_rng, "start_pool": self.start_pool,
-                    "start_block": self._pool_next}
-        return {"rng": self.rng.get_state()}
+            state.update(pool_rng=self._pool_rng, start_pool=self.start_pool,
+                         start_block=self._pool_next, pool_envs=self.num_envs)
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> List[str]:
         """Restore what fits this task; returns what did not (a generator of another device type,
         per-world state of another world count), for the caller to say."""
         skipped = []
         rng = state.get("rng")
+        self._pool_next = self.start_pool  # the next reset draws a new pool, unless ...
         if rng is not None:
             try:
+                if (state.get("start_pool") == self.start_pool
+                        and state.get("pool_envs") == self.num_envs):
+                    self.rng.set_state(state["pool_rng"])  # ... the saved task's, drawn again
+                    self._draw_pool()
+                    self._pool_next = int(state["start_block"])
                 self.rng.set_state(rng)
             except (RuntimeError, TypeError, ValueError):  # a CPU generator's state on CUDA, or back
+                self._pool_next = self.start_pool
                 skipped.append("rng")
-                rng = None
-        self._pool_next, self._resume_block = self.start_pool, None  # the next reset draws anew
-        if rng is not None and state.get("start_pool") == self.start_pool:
-            self._resume_block = int(state["start_block"])  # ... the pool the saved task was using
         return skipped
 
     def close(self) -> None:
