@@ -9,13 +9,15 @@ the engine (set torques, simulate, refresh the views), ``task`` the whole ``env.
 torques, physics, resets, observations, rewards, episode statistics). ``task cost`` is the share
 of the task step spent outside the engine: 1 - task/raw; ``layer`` times the same step with the
 engine's ``simulate`` made a no-op (microseconds per step: the task layer alone, which on a GPU
-without graphs is mostly launches; less noisy than the difference of two rates). ``--cuda-graph`` adds the task step replayed
-from CUDA graphs (``env.cudaGraph``; CUDA and newton only) and its task cost. Timings take the median of a few
-repeats of ``--seconds`` each, after a warm-up; on CUDA the clock is read after a synchronize.
+without graphs is mostly launches; less noisy than the difference of two rates).
+``--cuda-graph`` adds the task step replayed from CUDA graphs (``env.cudaGraph``; CUDA and newton
+only) and its task cost. Timings take the median of a few repeats of ``--seconds`` each, after a
+warm-up; on CUDA the clock is read after a synchronize.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
@@ -114,7 +116,7 @@ def main(argv=None):
           "| raw/bare | layer µs/step |" + graph_cols)
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * a.cuda_graph)
     for engine in a.engines:
-        for E, pool in [(E, pool) for E in a.num_envs for pool in a.start_pool]:
+        for E, pool in itertools.product(a.num_envs, a.start_pool):
             kw = {} if pool is None else {"startPool": pool}
             env = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
                                   physics_engine=engine, **kw)
