@@ -179,15 +179,15 @@ class MultiAntPush(MultiAgentVecTask):
             goal = push_goal(root[:, self.box_index, 0:2], start["goal_dir"], start["goal_u"],
                              goal_range)
             box_d, ant_d = self._start_distances(root, goal)
-            self.goal_level.copy_(torch.where(mask & ended, level, self.goal_level))
+            torch.where(mask & ended, level, self.goal_level, out=self.goal_level)
         else:
             goal, box_d, ant_d = start["goal"], start["box_dist"], start["approach_dist"]
-        self.goal_pos.copy_(torch.where(m, goal, self.goal_pos))
-        self.prev_box_dist.copy_(torch.where(mask, box_d, self.prev_box_dist))
-        self.prev_ant_dist.copy_(torch.where(mask, ant_d, self.prev_ant_dist))
-        self.joint_levels.mul_((~m).float())
+        torch.where(m, goal, self.goal_pos, out=self.goal_pos)
+        torch.where(mask, box_d, self.prev_box_dist, out=self.prev_box_dist)
+        torch.where(mask, ant_d, self.prev_ant_dist, out=self.prev_ant_dist)
+        self.joint_levels.masked_fill_(m, 0.0)
         start_d = self.metrics["start_box_dist"]
-        start_d.copy_(torch.where(mask, box_d, start_d))
+        torch.where(mask, box_d, start_d, out=start_d)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self):

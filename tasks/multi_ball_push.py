@@ -108,10 +108,10 @@ class MultiBallPush(MultiAgentVecTask):
 
     def on_reset(self, mask, start):
         m = mask.view(-1, 1)
-        self.goal_pos.copy_(torch.where(m, start["goal"], self.goal_pos))
-        self.prev_box_dist.copy_(torch.where(mask, start["box_dist"], self.prev_box_dist))
-        self.prev_ball_dist.copy_(torch.where(mask, start["ball_dist"], self.prev_ball_dist))
-        self.last_actions.mul_((~m).to(torch.long))
+        torch.where(m, start["goal"], self.goal_pos, out=self.goal_pos)
+        torch.where(mask, start["box_dist"], self.prev_box_dist, out=self.prev_box_dist)
+        torch.where(mask, start["ball_dist"], self.prev_ball_dist, out=self.prev_ball_dist)
+        self.last_actions.masked_fill_(m, 0)
 
     # ---- observations and rewards ---------------------------------------------------------------
     def compute_observations(self) -> None:

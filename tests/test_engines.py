@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from qmix_isaac.sim import make_engine
+from qmix_isaac.sim.base import Engine
 from qmix_isaac.sim.mujoco_engine import MujocoEngine
 from qmix_isaac.sim.scene import Prop, RobotPlacement, compose_scene
 
@@ -322,6 +323,71 @@ def test_set_state_subset_leaves_others_bit_identical(kind, scene):
         for x, y in zip(a, b):
             assert torch.equal(x[keep], y[keep])
     assert not torch.equal(plain[-1][0][mask], reset[-1][0][mask])
+
+
+@pytest.mark.parametrize("scene", ["ants", "balls"])
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_encoded_states_set_what_set_state_sets(kind, scene):
+    """A task converts its pool of start states to the engine's layout once (``encode_state``)
+    and sets rows of it (``set_encoded_state``): the reset worlds, and their next steps, equal
+    ``set_state``'s bit for bit, and the others are untouched. Also the base class's default
+    pair (what the Isaac Gym engine uses)."""
+    E = 4
+    eng = engine(kind, scene, E)
+    start = perturbed_state(eng, scene)
+    new = perturbed_state(eng, scene, seed=7)
+    tq = random_torques(eng, torch.Generator().manual_seed(5), scene)
+    mask = torch.tensor([True, False, True, False])
+
+    def run(reset):
+        eng.set_state(all_worlds(E), *start)
+        eng.set_dof_torques(tq)
+        eng.simulate(2)  # away from the start, so that kept and reset worlds differ
+        eng.refresh()
+        reset()
+        eng.refresh()
+        after = (eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone())
+        eng.simulate(3)
+        eng.refresh()
+        return after + (eng.root_states.clone(), eng.dof_pos.clone(), eng.dof_vel.clone())
+
+    want = run(lambda: eng.set_state(mask, *new))
+    assert not torch.equal(want[0][mask], want[0][~mask])
+    for reset in (lambda: eng.set_encoded_state(mask, eng.encode_state(*new)),
+                  lambda: Engine.set_encoded_state(eng, mask, Engine.encode_state(eng, *new))):
+        got = run(reset)
+        for x, y in zip(want, got):
+            assert torch.equal(x, y)
+
+
+def test_newton_converts_velocities_of_bodies_whose_com_is_off_their_origin():
+    """Newton keeps a free body's centre-of-mass velocity, the contract its origin's:
+    v_com = v + w x (R c). No shipped body has such an offset, so one is set here: the box,
+    turned 90 degrees about z, c = (0.1, 0, 0) in its frame, w = (0, 0, 2), v = (1, 0, 0), so
+    R c = (0, 0.1, 0), w x R c = (-0.2, 0, 0) and Newton must hold v_com = (0.8, 0, 0)."""
+    eng = engine("newton", "balls", 2)
+    box = eng.index_of_actor("box")
+    saved = eng._com.clone(), eng._com_is_origin
+    try:
+        eng._com[box] = torch.tensor([0.1, 0.0, 0.0])
+        eng._com_is_origin = False
+        rs = eng.initial_root_states.repeat(2, 1, 1)
+        rs[:, box, 3:7] = torch.tensor([0.0, 0.0, math.sin(math.pi / 4), math.cos(math.pi / 4)])
+        rs[:, box, 7:10] = torch.tensor([1.0, 0.0, 0.0])
+        rs[:, box, 10:13] = torch.tensor([0.0, 0.0, 2.0])
+        for reset in (lambda: eng.set_state(all_worlds(2), rs, eng.initial_dof_pos.repeat(2, 1),
+                                            torch.zeros(2, eng.num_dof)),
+                      lambda: eng.set_encoded_state(all_worlds(2), eng.encode_state(
+                          rs, eng.initial_dof_pos.repeat(2, 1), torch.zeros(2, eng.num_dof)))):
+            eng._jqd.zero_()
+            reset()
+            lin_com = eng._jqd[:, eng._lin_idx[box]]
+            assert torch.allclose(lin_com, torch.tensor([0.8, 0.0, 0.0]).expand(2, 3), atol=1e-6)
+            eng.refresh()
+            assert torch.allclose(eng.root_states[:, box, 7:13], rs[:, box, 7:13], atol=1e-6)
+    finally:
+        eng._com.copy_(saved[0])
+        eng._com_is_origin = saved[1]
 
 
 # -- 4. determinism ------------------------------------------------------------------------------

@@ -55,6 +55,17 @@ def test_start_pool_takes_the_start_sampling_out_of_most_steps():
     assert not pooled.reads
 
 
+def test_start_states_are_converted_for_the_engine_once_per_pool():
+    """The pool keeps its start states in the engine's own layout too (``Engine.encode_state``,
+    run with the pool's draw): a step's resets only select rows of it (``set_encoded_state``),
+    so 16 pooled steps convert as much as one step with a pool of 1."""
+    def conversion(calls):
+        return calls.kernels["qmix_isaac/sim/mujoco_engine.py:_rows"]
+    every_step = step_calls("MultiAntPush", "mujoco", 4, steps=16, startPool=1)
+    pooled = step_calls("MultiAntPush", "mujoco", 4, steps=16, startPool=16)  # one draw in 16
+    assert conversion(every_step) == 16 * conversion(pooled) > 0
+
+
 def test_learn_loop_reads_nothing_back_between_logs(one_thread):
     """act -> env.step -> store -> sample -> update (TD(lambda), burn-in, factored heads, the
     exploration options) for many gradient steps, with no log in between."""

@@ -11,7 +11,9 @@ exposes torch tensors on ``device`` that stay the same objects across steps:
 unactuated dofs), ``simulate(n)`` advances every world ``n`` physics steps with them, and
 ``refresh`` updates the views. ``set_state`` overwrites the state of the worlds selected by a
 boolean mask and leaves every other world bit-identical; it takes a mask rather than a list of
-indices so that resets never need a host sync.
+indices so that resets never need a host sync. ``encode_state`` converts whole states to the
+engine's own layout once and ``set_encoded_state`` sets them: what a task does with its pool of
+start states, so that the conversion is not paid at every step.
 """
 from __future__ import annotations
 
@@ -89,6 +91,19 @@ class Engine:
     ) -> None:
         """Overwrite the worlds where ``mask[E]`` is True; full-size [E, ...] inputs."""
         raise NotImplementedError
+
+    def encode_state(self, root_states: torch.Tensor, dof_pos: torch.Tensor,
+                     dof_vel: torch.Tensor) -> torch.Tensor:
+        """Whole states [n, ...] as rows in this engine's own layout, for
+        :meth:`set_encoded_state`: convert start states once (a task's pool of them), set them
+        many times without the conversion. Here: the three parts side by side."""
+        return torch.cat([root_states.flatten(1), dof_pos, dof_vel], 1).to(torch.float32)
+
+    def set_encoded_state(self, mask: torch.Tensor, encoded: torch.Tensor) -> None:
+        """:meth:`set_state` from rows [E, ...] of :meth:`encode_state`."""
+        A, D = self.num_actors, self.num_dof
+        self.set_state(mask, encoded[:, :13 * A].view(-1, A, 13), encoded[:, 13 * A:13 * A + D],
+                       encoded[:, 13 * A + D:])
 
     def close(self) -> None:
         pass

@@ -20,7 +20,7 @@ import torch
 
 from .base import Engine
 from .mj_tables import actuator_table
-from .rotations import quat_rotate, quat_rotate_inverse, wxyz_to_xyzw, xyzw_to_wxyz
+from .rotations import quat_rotate, quat_rotate_inverse, xyzw_to_wxyz
 from .scene import Scene
 
 __all__ = ["MujocoEngine"]
@@ -68,8 +68,9 @@ class MujocoEngine(Engine):
         self.diverged = torch.from_numpy(self._diverged_np)
         self.state64 = torch.from_numpy(self._state)            # zero-copy views
         self._ctrl_t = torch.from_numpy(self._ctrl)[:, 0, :]
-        self.qpos = self.state64[:, 1:1 + m.nq]
-        self.qvel = self.state64[:, 1 + m.nq:1 + m.nq + m.nv]
+        self._qv = self.state64[:, 1:1 + m.nq + m.nv]             # qpos | qvel
+        self.qpos, self.qvel = self._qv[:, :m.nq], self._qv[:, m.nq:]
+        self._qv0 = self._qv[0].clone()
 
         # index maps from names
         def jid(name):
@@ -96,6 +97,13 @@ class MujocoEngine(Engine):
         self._dof_q = torch.tensor([m.jnt_qposadr[j] for j in dof_j], dtype=torch.long)
         self._dof_v = torch.tensor([m.jnt_dofadr[j] for j in dof_j], dtype=torch.long)
 
+        # the columns of qpos | qvel that refresh reads: root_states' layout (wxyz read as xyzw),
+        # then dof_pos and dof_vel
+        nq = m.nq
+        root_cols = torch.cat([self._pos_idx, self._quat_idx[:, [1, 2, 3, 0]], nq + self._lin_idx,
+                               nq + self._ang_idx], 1)
+        self._refresh_cols = torch.cat([root_cols.flatten(), self._dof_q, nq + self._dof_v])
+
         act_dof, gear, lo, hi = actuator_table(mujoco, m, dof_j)
         self._act_dof = torch.tensor(act_dof, dtype=torch.long)
         self._gear = torch.tensor(gear, dtype=torch.float64)
@@ -113,8 +121,8 @@ class MujocoEngine(Engine):
 
     # ------------------------------------------------------------------------------------------
     def set_dof_torques(self, torques: torch.Tensor) -> None:
-        ctrl = torques.to(torch.float64)[:, self._act_dof] / self._gear
-        self._ctrl_t.copy_(torch.minimum(torch.maximum(ctrl, self._ctrl_lo), self._ctrl_hi))
+        torch.clamp(torques.to(torch.float64)[:, self._act_dof] / self._gear, self._ctrl_lo,
+                    self._ctrl_hi, out=self._ctrl_t)
 
     def simulate(self, steps: int = 1) -> None:
         bufs = self._out.get(steps)
@@ -133,22 +141,22 @@ class MujocoEngine(Engine):
         self._diverged_np[:] = np.abs(self._state[:, 0] - expected_time) > 0.5 * self.model.opt.timestep
 
     def refresh(self) -> None:
-        qpos, qvel = self.qpos, self.qvel
-        quat = wxyz_to_xyzw(qpos[:, self._quat_idx])
-        ang_world = quat_rotate(quat, qvel[:, self._ang_idx])
-        rs = torch.cat([qpos[:, self._pos_idx], quat, qvel[:, self._lin_idx], ang_world], dim=-1)
-        self.root_states.copy_(rs)
-        self.dof_pos.copy_(qpos[:, self._dof_q])
-        self.dof_vel.copy_(qvel[:, self._dof_v])
+        A, D = self.num_actors, self.num_dof
+        g = self._qv[:, self._refresh_cols]       # one gather: [E, 13 A + 2 D] float64
+        root = g[:, :13 * A].view(-1, A, 13)      # quaternion xyzw, angular velocity body frame
+        self.root_states[..., 0:10].copy_(root[..., 0:10])
+        self.root_states[..., 10:13].copy_(quat_rotate(root[..., 3:7], root[..., 10:13]))
+        self.dof_pos.copy_(g[:, 13 * A:13 * A + D])
+        self.dof_vel.copy_(g[:, 13 * A + D:])
 
     def healthy(self) -> torch.Tensor:
-        nq, nv = self.model.nq, self.model.nv
-        return torch.isfinite(self.state64[:, 1:1 + nq + nv]).all(1) & ~self.diverged
+        # MuJoCo's own bound (mjMAXVAL); NaN fails it too
+        return (self._qv.abs().amax(1) < 1e10) & ~self.diverged
 
-    def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
-        m = mask.to(torch.bool).view(-1, 1)
-        qpos = self.qpos.clone()
-        qvel = self.qvel.clone()
+    def _rows(self, rows, root_states=None, dof_pos=None, dof_vel=None) -> torch.Tensor:
+        """``rows`` [n, nq + nv] (qpos | qvel, float64, owned) with the given parts written in."""
+        nq = self.model.nq
+        qpos, qvel = rows[:, :nq], rows[:, nq:]
         if root_states is not None:
             rs = root_states.to(torch.float64)
             quat = rs[..., 3:7]
@@ -160,10 +168,21 @@ class MujocoEngine(Engine):
             qpos[:, self._dof_q] = dof_pos.to(torch.float64)
         if dof_vel is not None:
             qvel[:, self._dof_v] = dof_vel.to(torch.float64)
-        self.qpos.copy_(torch.where(m, qpos, self.qpos))
-        self.qvel.copy_(torch.where(m, qvel, self.qvel))
+        return rows
+
+    def encode_state(self, root_states, dof_pos, dof_vel) -> torch.Tensor:
+        """Rows of MuJoCo's qpos | qvel [n, nq + nv] float64 (joints the scene does not name keep
+        the model's initial values)."""
+        return self._rows(self._qv0.repeat(root_states.shape[0], 1), root_states, dof_pos, dof_vel)
+
+    def set_encoded_state(self, mask, encoded) -> None:
+        m = mask.to(torch.bool)
+        torch.where(m.view(-1, 1), encoded, self._qv, out=self._qv)
         # time restarts in reset worlds; the rest of the state vector is untouched
-        self.state64[:, 0].masked_fill_(mask.to(torch.bool), 0.0)
+        self.state64[:, 0].masked_fill_(m, 0.0)
+
+    def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
+        self.set_encoded_state(mask, self._rows(self._qv.clone(), root_states, dof_pos, dof_vel))
 
     def close(self) -> None:
         if getattr(self, "_rollout", None) is not None:

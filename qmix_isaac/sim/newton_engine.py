@@ -189,6 +189,10 @@ class NewtonEngine(Engine):
         dof_ref = getattr(getattr(model, "mujoco", None), "dof_ref", None)  # joint_q = qpos - ref
         ref_np = dof_ref.numpy()[dv] if dof_ref is not None else [0.0] * len(dv)
         self._dof_ref = torch.tensor(ref_np, dtype=torch.float32, device=dev)
+        # the columns refresh reads: of joint_q pos | quat per actor, then the dofs; of joint_qd
+        # lin | ang per actor, then the dofs
+        self._q_cols = torch.cat([torch.cat([self._pos_idx, self._quat_idx], 1).flatten(), self._dof_q])
+        self._qd_cols = torch.cat([torch.cat([self._lin_idx, self._ang_idx], 1).flatten(), self._dof_v])
 
         # -- actuators: MuJoCo's tables from the C compile; same order in control.mujoco.ctrl ----
         dof_j = [mujoco.mj_name2id(ref, mujoco.mjtObj.mjOBJ_JOINT, n) for n in scene.dofs]
@@ -250,6 +254,7 @@ class NewtonEngine(Engine):
         self.refresh()
         self.initial_root_states.copy_(self.root_states[0])
         self.initial_dof_pos.copy_(self.dof_pos[0])
+        self._q_qd0 = torch.cat([self._jq[0], self._jqd[0]])  # the initial joint_q | joint_qd row
 
     # ------------------------------------------------------------------------------------------
     def _match_mujoco_models(self, ref, mujoco) -> None:
@@ -504,8 +509,8 @@ class NewtonEngine(Engine):
     def set_dof_torques(self, torques: torch.Tensor) -> None:
         if self._ctrl is None:
             return
-        ctrl = torques.to(device=self.device, dtype=torch.float32)[:, self._act_dof] / self._gear
-        self._ctrl.copy_(torch.minimum(torch.maximum(ctrl, self._ctrl_lo), self._ctrl_hi))
+        torch.clamp(torques.to(device=self.device, dtype=torch.float32)[:, self._act_dof] / self._gear,
+                    self._ctrl_lo, self._ctrl_hi, out=self._ctrl)
 
     def simulate(self, steps: int = 1) -> None:
         steps = int(steps)
@@ -530,25 +535,27 @@ class NewtonEngine(Engine):
         self._torch_waits_for_warp()
 
     def refresh(self) -> None:
-        q, qd = self._jq, self._jqd
-        quat = q[:, self._quat_idx]
-        ang = qd[:, self._ang_idx]
-        lin = qd[:, self._lin_idx]
+        A, E = self.num_actors, self.num_envs
+        q = self._jq[:, self._q_cols]                 # one gather each: pos | quat, then dofs
+        qd = self._jqd[:, self._qd_cols]              # lin (COM) | ang, then dofs
+        rs = self.root_states
+        rs[..., 0:7].copy_(q[:, :7 * A].view(E, A, 7))
+        vel = qd[:, :6 * A].view(E, A, 6)
         if not self._com_is_origin:  # COM velocity -> body-origin velocity
-            lin = lin - torch.cross(ang, quat_rotate(quat, self._com.expand_as(lin)), dim=-1)
-        self.root_states.copy_(torch.cat([q[:, self._pos_idx], quat, lin, ang], dim=-1))
-        self.dof_pos.copy_(q[:, self._dof_q] + self._dof_ref)
-        self.dof_vel.copy_(qd[:, self._dof_v])
+            lin, ang = vel[..., 0:3], vel[..., 3:6]
+            com = quat_rotate(rs[..., 3:7], self._com.expand_as(lin))
+            vel = torch.cat([lin - torch.cross(ang, com, dim=-1), ang], -1)
+        rs[..., 7:13].copy_(vel)
+        torch.add(q[:, 7 * A:], self._dof_ref, out=self.dof_pos)
+        self.dof_vel.copy_(qd[:, 6 * A:])
 
     def healthy(self) -> torch.Tensor:
         # MuJoCo's bound (mjMAXVAL): C MuJoCo resets a world past it, MuJoCo Warp goes on; NaN fails too
         return (self._jq.abs() < 1e10).all(1) & (self._jqd.abs() < 1e10).all(1)
 
-    def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
-        mask = mask.to(device=self.device, dtype=torch.bool)
-        m = mask.view(-1, 1)
-        q = self._jq.clone()
-        qd = self._jqd.clone()
+    def _rows(self, rows, root_states=None, dof_pos=None, dof_vel=None) -> torch.Tensor:
+        """``rows`` [n, joint_q | joint_qd] (float32, owned) with the given parts written in."""
+        q, qd = rows[:, :self._jq.shape[1]], rows[:, self._jq.shape[1]:]
         if root_states is not None:
             rs = root_states.to(device=self.device, dtype=torch.float32)
             quat = rs[..., 3:7]
@@ -564,8 +571,23 @@ class NewtonEngine(Engine):
             q[:, self._dof_q] = dof_pos.to(device=self.device, dtype=torch.float32) - self._dof_ref
         if dof_vel is not None:
             qd[:, self._dof_v] = dof_vel.to(device=self.device, dtype=torch.float32)
-        self._jq.copy_(torch.where(m, q, self._jq))
-        self._jqd.copy_(torch.where(m, qd, self._jqd))
+        return rows
+
+    def encode_state(self, root_states, dof_pos, dof_vel) -> torch.Tensor:
+        """Rows of joint_q | joint_qd [n, coords + dofs per world] float32 (joints the scene does
+        not name keep the model's initial values)."""
+        return self._rows(self._q_qd0.repeat(root_states.shape[0], 1), root_states, dof_pos, dof_vel)
+
+    def set_state(self, mask, root_states=None, dof_pos=None, dof_vel=None) -> None:
+        self.set_encoded_state(mask, self._rows(torch.cat([self._jq, self._jqd], 1), root_states,
+                                                dof_pos, dof_vel))
+
+    def set_encoded_state(self, mask, encoded) -> None:
+        mask = mask.to(device=self.device, dtype=torch.bool)
+        m = mask.view(-1, 1)
+        nq = self._jq.shape[1]
+        torch.where(m, encoded[:, :nq], self._jq, out=self._jq)
+        torch.where(m, encoded[:, nq:], self._jqd, out=self._jqd)
         # MuJoCo's qpos/qvel are re-read from joint_q/qd at every step; what persists inside the
         # solver (acceleration warm-start, applied forces) is cleared in the reset worlds only.
         self._reset_mask[:-1].copy_(mask)

@@ -208,7 +208,9 @@ class MultiAgentVecTask:
         """``n`` independent start states, [n, ...] each: ``root_states``, ``dof_pos``, ``dof_vel``
         and any task-side state (goals, quantities derived from the start). Drawn for
         ``start_pool`` steps of every world at once (n = start_pool * E); each step's block of E
-        rows is offered to every world, and only the rows of the worlds being reset are used."""
+        rows is offered to every world, and only the rows of the worlds being reset are used.
+        The base adds ``engine_state``, the three engine parts in the engine's own layout
+        (``Engine.encode_state``), converted once per pool."""
         raise NotImplementedError
 
     def on_reset(self, mask: torch.Tensor, start: Dict[str, torch.Tensor]) -> None:
@@ -303,27 +305,27 @@ class MultiAgentVecTask:
         blown = ~self.engine.healthy()                 # read from the engine's own state
         self.blowups += blown.sum()
         was_reset = self.reset_buf                    # worlds reset now: the crossing step
-        self._reset_worlds(was_reset, physics=was_reset | blown)
+        restarted = was_reset | blown
+        self._reset_worlds(was_reset, physics=restarted)
         self.blown_buf.copy_(blown)
         self.engine.refresh()
-        self.progress_buf += (~was_reset).to(torch.long)
+        self.progress_buf += ~was_reset
         self._observe()
         kept = torch.stack(list(self.metrics.values())) if self.metrics else None
         terms = self.compute_reward()
         if kept is not None:  # a blown world's episode ends with the metrics of its last sane step
             for i, m in enumerate(self.metrics.values()):
-                m.copy_(torch.where(blown, kept[i], m))
-        live_b = ~(was_reset | blown)                  # a blown world's step earns nothing
+                torch.where(blown, kept[i], m, out=m)
+        live_b = ~restarted                            # a blown world's step earns nothing
         live = live_b.to(self.rew_buf.dtype)
         weighted = torch.stack([terms[k] for k in self.reward_terms], -1) * self._weights \
             * live.unsqueeze(-1)                                               # [E, T]
-        rew = weighted.sum(-1)
-        self.rew_buf.copy_(rew)
+        rew = torch.sum(weighted, -1, out=self.rew_buf)
         terminated = self.terminated_buf & live_b
         self.success_buf &= live_b
         timed_out = (self.progress_buf >= self.max_episode_length) & ~terminated & ~was_reset
-        self.timeout_buf.copy_(timed_out | blown)
-        self.reset_buf.copy_(terminated | self.timeout_buf)
+        torch.bitwise_or(timed_out, blown, out=self.timeout_buf)
+        torch.bitwise_or(terminated, self.timeout_buf, out=self.reset_buf)
         self.ep_stats += torch.cat([rew.unsqueeze(-1), live.unsqueeze(-1), weighted], -1)
         self.extras = self._extras(blown)
 
@@ -332,11 +334,15 @@ class MultiAgentVecTask:
         """Start new episodes in the worlds of ``mask``; ``physics`` (a superset, default
         ``mask``) also gets a start state in the engine, without the task's bookkeeping."""
         start = self._start_block()
-        self.engine.set_state(mask if physics is None else physics, start.get("root_states"),
-                              start.get("dof_pos"), start.get("dof_vel"))
+        physics = mask if physics is None else physics
+        if "engine_state" in start:  # converted to the engine's layout with the pool
+            self.engine.set_encoded_state(physics, start["engine_state"])
+        else:
+            self.engine.set_state(physics, start.get("root_states"), start.get("dof_pos"),
+                                  start.get("dof_vel"))
         self.on_reset(mask, start)
-        self.progress_buf.mul_((~mask).to(torch.long))
-        self.ep_stats.mul_((~mask).to(self.ep_stats.dtype).unsqueeze(-1))
+        self.progress_buf.masked_fill_(mask, 0)
+        self.ep_stats.masked_fill_(mask.unsqueeze(-1), 0.0)
 
     def _start_block(self) -> Dict[str, torch.Tensor]:
         """This step's start states [E, ...]: the next unused block of the pool (views, no
@@ -352,6 +358,9 @@ class MultiAgentVecTask:
         if P > 1:  # what state_dict saves, so that a resumed task can draw this very pool again
             self._pool_rng = self.rng.get_state()
         rows = self.sample_start_states(P * E)
+        if all(k in rows for k in ("root_states", "dof_pos", "dof_vel")):
+            rows["engine_state"] = self.engine.encode_state(rows["root_states"], rows["dof_pos"],
+                                                            rows["dof_vel"])
         self._pool = {k: v.view((P, E) + tuple(v.shape[1:])) for k, v in rows.items()}
         self._pool_next = 0
 
