@@ -133,7 +133,7 @@ class MultiBallPush(MultiAgentVecTask):
         self.prev_box_dist.copy_(box_dist)
         self.prev_ball_dist.copy_(ball_dist)
         self.success_buf.copy_(success)
-        self.terminated_buf.copy_(success | failure)
+        torch.bitwise_or(success, failure, out=self.terminated_buf)
         self.metrics["final_box_dist"].copy_(box_dist)
         return terms
 
@@ -177,8 +177,8 @@ def compute_ball_push_reward(*, ball_pos, box_pos, goal_pos, prev_box_dist, prev
     box_dist = torch.norm(goal_pos - box_pos, dim=-1)
     ball_dist = torch.norm(ball_pos - box_pos.unsqueeze(1), dim=-1).mean(-1)
     success = box_dist < success_radius
-    out = (torch.norm(box_pos, dim=-1) > arena_radius) | \
-        (torch.norm(ball_pos, dim=-1) > arena_radius).any(-1)
+    # the box or a ball outside the arena: the largest distance from the origin
+    out = torch.cat([box_pos.unsqueeze(1), ball_pos], 1).norm(dim=-1).amax(-1) > arena_radius
     failure = out & ~success
     terms = {
         "box_progress": prev_box_dist - box_dist,
