@@ -11,8 +11,9 @@ of the task step spent outside the engine: 1 - task/raw; ``layer`` times the sam
 engine's ``simulate`` made a no-op (microseconds per step: the task layer alone, which on a GPU
 without graphs is mostly launches; less noisy than the difference of two rates).
 ``--cuda-graph`` adds the task step replayed from CUDA graphs (``env.cudaGraph``; CUDA and newton
-only) and its task cost. Timings take the median of a few repeats of ``--seconds`` each, after a
-warm-up; on CUDA the clock is read after a synchronize.
+only) and its task cost. The columns of a row are timed in turn, a quarter second each, until
+each has run ``--seconds`` (median over its slices), so that a shared host's drift shifts them
+alike; on CUDA the clock is read after a synchronize.
 """
 from __future__ import annotations
 
@@ -36,22 +37,27 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def rate(fn, num_envs, device, seconds, repeats=3):
-    """Median env-steps/s of ``fn`` (one env-step of every world per call)."""
-    fn(); fn()
+def rates(fns, num_envs, device, seconds, slice_s=0.25):
+    """Env-steps/s of each of ``fns`` (name -> one env-step of every world per call): timed in
+    turn, ``slice_s`` each, until each has run ``seconds``; the median over its slices. Taking
+    turns makes a host that speeds up or slows down during the run (a shared one does, by tens
+    of per cent over seconds) shift every column alike, so their ratios hold."""
+    for fn in fns.values():
+        fn(); fn()
     _sync(device)
-    out = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn(); n += 1
-            if n % 4 == 0:
-                _sync(device)
-                dt = time.perf_counter() - t0
-                if dt >= seconds:
-                    break
-        out.append(n * num_envs / dt)
-    return statistics.median(out)
+    slices = {k: [] for k in fns}
+    for _ in range(max(1, int(round(seconds / slice_s)))):
+        for k, fn in fns.items():
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn(); n += 1
+                if n % 4 == 0:
+                    _sync(device)
+                    dt = time.perf_counter() - t0
+                    if dt >= slice_s:
+                        break
+            slices[k].append(n * num_envs / dt)
+    return {k: statistics.median(v) for k, v in slices.items()}
 
 
 def random_inputs(env, device):
@@ -72,9 +78,9 @@ def engine_step(env, torques):
     return raw
 
 
-def bare_rollout(env, start_state, ctrl_row, seconds):
+def bare_rollout(env, start_state, ctrl_row):
     """mujoco.rollout stepping the task's MJCF from the same states with the same controls as
-    the engine, with nothing around it."""
+    the engine, with nothing around it: (one env-step of every world, the pool to close)."""
     import mujoco
     from mujoco import rollout
     m = mujoco.MjModel.from_xml_string(env.scene.xml)
@@ -86,11 +92,12 @@ def bare_rollout(env, start_state, ctrl_row, seconds):
     out = np.empty((E, cf, mujoco.mj_stateSize(m, spec)))
     ctrl = np.repeat(ctrl_row[:, None, :], cf, axis=1).copy()
     models = [m] * E
-    with rollout.Rollout(nthread=nthread) as r:
-        def step():
-            r.rollout(models, datas, state, ctrl, nstep=cf, state=out, skip_checks=True)
-            state[:] = out[:, -1]
-        return rate(step, E, "cpu", seconds)
+    pool = rollout.Rollout(nthread=nthread)
+
+    def step():
+        pool.rollout(models, datas, state, ctrl, nstep=cf, state=out, skip_checks=True)
+        state[:] = out[:, -1]
+    return step, pool
 
 
 def main(argv=None):
@@ -99,7 +106,7 @@ def main(argv=None):
     p.add_argument("--engines", nargs="+", default=["mujoco"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-envs", nargs="+", type=int, default=[1, 4, 16, 64, 256, 1024])
-    p.add_argument("--seconds", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=3.0, help="timing per column and row")
     p.add_argument("--cuda-graph", action="store_true",
                    help="also time the task step replayed from CUDA graphs (env.cudaGraph)")
     p.add_argument("--start-pool", type=int, nargs="+", default=[None], metavar="N",
@@ -122,31 +129,40 @@ def main(argv=None):
                                   physics_engine=engine, **kw)
             env.reset()
             acts, torques = random_inputs(env, dev)
-            raw = engine_step(env, torques)
+            simulate = env.engine.simulate
 
             def task():
                 env.step(acts)
 
-            r_bare = float("nan")
+            def layer():  # the task layer alone: the same step with the physics a no-op
+                env.engine.simulate = lambda n: None
+                env.step(acts)
+                env.engine.simulate = simulate
+
+            fns, pools = {}, []
             if env.engine.name == "mujoco":  # same start states and controls as the raw engine
                 env.engine.set_dof_torques(torques)
-                start = env.engine._state.copy()
-                r_bare = bare_rollout(env, start, env.engine._ctrl[:, 0, :].copy(), a.seconds)
-                env.engine._state[:] = start
-            r_raw = rate(raw, E, dev, a.seconds)
-            r_task = rate(task, E, dev, a.seconds)
-            graphed = ""
+                fns["bare"], pool = bare_rollout(env, env.engine._state.copy(),
+                                                 env.engine._ctrl[:, 0, :].copy())
+                pools.append(pool)
+            fns["raw"], fns["task"], fns["layer"] = engine_step(env, torques), task, layer
+            genv = None
             if a.cuda_graph:
                 genv = qmix_isaac.make(a.task, num_envs=E, sim_device=dev, rl_device=dev, seed=0,
                                        physics_engine=engine, cudaGraph=True)
                 genv.reset()
-                r_graph = rate(lambda: genv.step(acts), E, dev, a.seconds)
+                fns["graph"] = lambda: genv.step(acts)
+            r = rates(fns, E, dev, a.seconds)
+            r_bare, r_raw, r_task = r.get("bare", float("nan")), r["raw"], r["task"]
+            layer_us = 1e6 * E / r["layer"]
+            graphed = ""
+            if genv is not None:
                 captured = genv._step_graphs is not None  # False: not CUDA, or capture failed
-                graphed = " %.0f%s | %.0f%% |" % (r_graph, "" if captured else " (eager)",
-                                                   100.0 * (1.0 - r_graph / r_raw))
+                graphed = " %.0f%s | %.0f%% |" % (r["graph"], "" if captured else " (eager)",
+                                                   100.0 * (1.0 - r["graph"] / r_raw))
                 genv.close()
-            env.engine.simulate = lambda n: None  # the task layer alone (the env is done with)
-            layer_us = 1e6 * E / rate(task, E, dev, a.seconds)
+            for pool in pools:
+                pool.close()
             print("| %s | %d | %d | %s | %.0f | %.0f | %.0f%% | %s | %.0f |%s" % (
                 env.engine.name, E, env.start_pool, "-" if r_bare != r_bare else "%.0f" % r_bare,
                 r_raw, r_task,
