@@ -129,15 +129,16 @@ def main(argv=None):
                                   physics_engine=engine, **kw)
             env.reset()
             acts, torques = random_inputs(env, dev)
-            simulate = env.engine.simulate
 
             def task():
                 env.step(acts)
 
             def layer():  # the task layer alone: the same step with the physics a no-op
                 env.engine.simulate = lambda n: None
-                env.step(acts)
-                env.engine.simulate = simulate
+                try:
+                    env.step(acts)
+                finally:
+                    del env.engine.simulate  # the class's method again (no bound-method cycle)
 
             fns, pools = {}, []
             if env.engine.name == "mujoco":  # same start states and controls as the raw engine

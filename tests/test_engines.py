@@ -390,6 +390,31 @@ def test_newton_converts_velocities_of_bodies_whose_com_is_off_their_origin():
         eng._com_is_origin = saved[1]
 
 
+@pytest.mark.parametrize("kind", ["mujoco", "newton"])
+def test_a_scene_without_free_bodies_builds_resets_and_steps(kind):
+    """No actor has a free joint (a lone ball robot on its slide joints): root_states is
+    [E, 0, 13], and refresh, set_state and the encoded pair (the engine's and the base class's)
+    still work on the dofs."""
+    sc = compose_scene([RobotPlacement("ball_robot.xml", "ball", "ball0_", (0, 0, 0))], [],
+                       timestep=DT)
+    eng = ENGINES[kind](sc, 2)
+    assert tuple(eng.root_states.shape) == (2, 0, 13)
+    dp = torch.tensor([[0.5, -0.25], [1.0, 0.75]])
+    mask = torch.tensor([False, True])
+    for reset in (lambda rs, dv: eng.set_state(mask, rs, dp, dv),
+                  lambda rs, dv: eng.set_encoded_state(mask, eng.encode_state(rs, dp, dv)),
+                  lambda rs, dv: Engine.set_encoded_state(eng, mask, Engine.encode_state(eng, rs, dp, dv))):
+        eng.set_state(all_worlds(2), eng.root_states.clone(), torch.zeros(2, 2), torch.zeros(2, 2))
+        reset(eng.root_states.clone(), torch.zeros(2, 2))
+        eng.refresh()
+        assert torch.equal(eng.dof_pos, torch.tensor([[0.0, 0.0], [1.0, 0.75]]))
+    eng.set_dof_torques(torch.zeros(2, 2))
+    eng.simulate(2)
+    eng.refresh()
+    assert torch.allclose(eng.dof_pos, torch.tensor([[0.0, 0.0], [1.0, 0.75]]), atol=1e-3)
+    eng.close()
+
+
 # -- 4. determinism ------------------------------------------------------------------------------
 @pytest.mark.parametrize("scene", ["ants", "balls"])
 @pytest.mark.parametrize("kind", ["mujoco", "newton"])

@@ -102,8 +102,8 @@ class Engine:
     def set_encoded_state(self, mask: torch.Tensor, encoded: torch.Tensor) -> None:
         """:meth:`set_state` from rows [E, ...] of :meth:`encode_state`."""
         A, D = self.num_actors, self.num_dof
-        self.set_state(mask, encoded[:, :13 * A].view(-1, A, 13), encoded[:, 13 * A:13 * A + D],
-                       encoded[:, 13 * A + D:])
+        self.set_state(mask, encoded[:, :13 * A].unflatten(1, (A, 13)),
+                       encoded[:, 13 * A:13 * A + D], encoded[:, 13 * A + D:])
 
     def close(self) -> None:
         pass

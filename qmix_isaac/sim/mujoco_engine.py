@@ -143,7 +143,7 @@ class MujocoEngine(Engine):
     def refresh(self) -> None:
         A, D = self.num_actors, self.num_dof
         g = self._qv[:, self._refresh_cols]       # one gather: [E, 13 A + 2 D] float64
-        root = g[:, :13 * A].view(-1, A, 13)      # quaternion xyzw, angular velocity body frame
+        root = g[:, :13 * A].unflatten(1, (A, 13))  # quaternion xyzw, angular velocity body frame
         self.root_states[..., 0:10].copy_(root[..., 0:10])
         self.root_states[..., 10:13].copy_(quat_rotate(root[..., 3:7], root[..., 10:13]))
         self.dof_pos.copy_(g[:, 13 * A:13 * A + D])
