@@ -140,12 +140,11 @@ def main(argv=None):
                 finally:
                     del env.engine.simulate  # the class's method again (no bound-method cycle)
 
-            fns, pools = {}, []
+            fns, bare_pool = {}, None
             if env.engine.name == "mujoco":  # same start states and controls as the raw engine
                 env.engine.set_dof_torques(torques)
-                fns["bare"], pool = bare_rollout(env, env.engine._state.copy(),
-                                                 env.engine._ctrl[:, 0, :].copy())
-                pools.append(pool)
+                fns["bare"], bare_pool = bare_rollout(env, env.engine._state.copy(),
+                                                      env.engine._ctrl[:, 0, :].copy())
             fns["raw"], fns["task"], fns["layer"] = engine_step(env, torques), task, layer
             genv = None
             if a.cuda_graph:
@@ -162,8 +161,8 @@ def main(argv=None):
                 graphed = " %.0f%s | %.0f%% |" % (r["graph"], "" if captured else " (eager)",
                                                    100.0 * (1.0 - r["graph"] / r_raw))
                 genv.close()
-            for pool in pools:
-                pool.close()
+            if bare_pool is not None:
+                bare_pool.close()
             print("| %s | %d | %d | %s | %.0f | %.0f | %.0f%% | %s | %.0f |%s" % (
                 env.engine.name, E, env.start_pool, "-" if r_bare != r_bare else "%.0f" % r_bare,
                 r_raw, r_task,
