@@ -334,12 +334,7 @@ class MultiAgentVecTask:
         """Start new episodes in the worlds of ``mask``; ``physics`` (a superset, default
         ``mask``) also gets a start state in the engine, without the task's bookkeeping."""
         start = self._start_block()
-        physics = mask if physics is None else physics
-        if "engine_state" in start:  # converted to the engine's layout with the pool
-            self.engine.set_encoded_state(physics, start["engine_state"])
-        else:
-            self.engine.set_state(physics, start.get("root_states"), start.get("dof_pos"),
-                                  start.get("dof_vel"))
+        self.engine.set_encoded_state(mask if physics is None else physics, start["engine_state"])
         self.on_reset(mask, start)
         self.progress_buf.masked_fill_(mask, 0)
         self.ep_stats.masked_fill_(mask.unsqueeze(-1), 0.0)
@@ -358,9 +353,9 @@ class MultiAgentVecTask:
         if P > 1:  # what state_dict saves, so that a resumed task can draw this very pool again
             self._pool_rng = self.rng.get_state()
         rows = self.sample_start_states(P * E)
-        if all(k in rows for k in ("root_states", "dof_pos", "dof_vel")):
-            rows["engine_state"] = self.engine.encode_state(rows["root_states"], rows["dof_pos"],
-                                                            rows["dof_vel"])
+        # converted to the engine's own layout once per pool: a reset only selects rows
+        rows["engine_state"] = self.engine.encode_state(rows["root_states"], rows["dof_pos"],
+                                                        rows["dof_vel"])
         self._pool = {k: v.view((P, E) + tuple(v.shape[1:])) for k, v in rows.items()}
         self._pool_next = 0
 
