@@ -7,7 +7,8 @@ grow with the number of worlds in Python. On a GPU each such read is a host sync
 where a GPU is. Here a ``TorchFunctionMode`` sees every torch call made from Python, on any
 device, so the same mistakes fail on the CPU (qmix_isaac/debug.py): a read-back is named with its
 file and line, and a per-world Python loop shows as a torch call count that changes with
-``num_envs``.
+``num_envs``. A tensor made without ``device=`` (on a GPU: a CPU tensor, so a device mismatch or a
+host-to-device copy) is named the same way.
 """
 import pytest
 import torch
@@ -40,6 +41,7 @@ def step_calls(task, engine, num_envs, steps=3, **kw):
 def test_env_step_reads_nothing_back_and_does_not_loop_over_worlds(task, engine):
     small, large = step_calls(task, engine, 2), step_calls(task, engine, 5)
     assert not small.reads and not large.reads, dict(small.reads + large.reads)
+    assert not small.undeviced and not large.undeviced, dict(small.undeviced + large.undeviced)
     assert small.python_calls == large.python_calls > 0  # no Python work per world
     assert sum(small.kernels.values()) == sum(large.kernels.values()) > 0
 
@@ -85,6 +87,7 @@ def test_learn_loop_reads_nothing_back_between_logs(one_thread):
         runner.learn(runner.env_steps + 1024, log_fn=lambda steps, stats: None)
     assert runner.learner.grad_steps - grad_steps >= 30
     assert not mode.reads, dict(mode.reads)
+    assert not mode.undeviced, dict(mode.undeviced)
 
 
 def test_read_back_is_caught():
@@ -104,3 +107,17 @@ def test_read_back_is_caught():
     with TorchCalls() as mode:
         env.step(torch.zeros(2, env.num_agents, dtype=torch.long))
     assert {name for name, _ in mode.reads} == {"__bool__", "item"}
+
+
+
+def test_a_tensor_made_without_a_device_is_caught():
+    """The check itself: factory calls without ``device=`` are named (on a GPU run they would
+    make CPU tensors); ``*_like``, an explicit device and ``as_tensor`` of a tensor are fine."""
+    x = torch.ones(2)
+    with TorchCalls() as mode:
+        torch.zeros(2)
+        torch.tensor([1.0])
+        torch.arange(3, device=x.device)
+        torch.zeros_like(x)
+        torch.as_tensor(x)
+    assert sorted(name for name, _ in mode.undeviced) == ["tensor", "zeros"]
