@@ -35,7 +35,7 @@ import qmix_isaac  # noqa: E402
 from qmix_isaac.runner import build_runner  # noqa: E402
 
 from learn_ball_push import _merge, apply_sets  # noqa: E402
-from sim_throughput import _sync, engine_step, random_inputs, rate  # noqa: E402
+from sim_throughput import _sync, engine_step, random_inputs, rates  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,8 +58,8 @@ def measure(task, num_envs, device, engine, cfg, iterations, seconds, cuda_graph
                           physics_engine=engine, cudaGraph=cuda_graph)
     env.reset()
     acts, torques = random_inputs(env, device)
-    r_raw = rate(engine_step(env, torques), E, device, seconds)
-    r_task = rate(lambda: env.step(acts), E, device, seconds)
+    r_raw, r_task = rates({"raw": engine_step(env, torques), "task": lambda: env.step(acts)},
+                          E, device, seconds).values()  # timed in turn (sim_throughput.rates)
 
     runner = build_runner(cfg, env)
     steps = runner.collect()                                     # warm-up: first captures, allocations
@@ -101,7 +101,7 @@ def main(argv=None):
     p.add_argument("--engine", default="auto")
     p.add_argument("--num-envs", nargs="+", type=int, default=[64, 256])
     p.add_argument("--iterations", type=int, default=3, help="timed iterations per size")
-    p.add_argument("--seconds", type=float, default=1.0, help="per rate repeat (raw, task)")
+    p.add_argument("--seconds", type=float, default=1.0, help="seconds each of raw and task is timed (in turns)")
     p.add_argument("--cuda-graph", action="store_true", help="env.cudaGraph: the task step replayed from CUDA graphs")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="train config override, e.g. --set runner.batch_size=64")
