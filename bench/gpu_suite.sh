@@ -34,7 +34,8 @@ dev=${DEVICE:-cuda:0}
 sizes=${SIZES:-1024 4096 16384}   # train_throughput and sim_throughput sizes in `quick`
 small=${SMALL:-256}               # sim_throughput's extra small size (issue 2's goal: 256+ worlds)
 mid=${MID:-4096}                  # the size of the graphed train_throughput and of the train.py run
-iters=${ITERS:-60}                # the train.py run's iterations in `quick` (60 x 4096 x 32 = 7.9M env steps)
+iters=${ITERS:-40}                # the train.py run's iterations in `quick` (40 x 4096 x 32 = 5.2M env steps: at
+                                  # 8 physics steps per policy step, ~100-150k env-steps/s, inside 90 s)
 mkdir -p "$out" "$runs"
 py=${PYTHON:-python3}
 # the tests use no pytest plugins; the lent image's (xdist, cov, ...) may not load beside the
