@@ -92,10 +92,9 @@ def graph_trio(task, num_envs, **kw):
     """An eager env and two graphed ones (env.cudaGraph), same seed, Newton on CUDA. startPool=1:
     the eager env draws its start states every step, as the graphed ones must."""
     pytest.importorskip("newton", reason="newton[sim] not installed")
-    envs = [qmix_isaac.make(task, num_envs=num_envs, seed=0, sim_device="cuda:0",
+    return [qmix_isaac.make(task, num_envs=num_envs, seed=0, sim_device="cuda:0",
                             rl_device="cuda:0", physics_engine="newton", cudaGraph=g, startPool=1,
                             **kw) for g in (False, True, True)]
-    return envs
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (env.cudaGraph)")
@@ -107,8 +106,8 @@ def test_cuda_graph_task_layer_matches_eager(task):
     eager or replayed, so they agree to rounding: eager vs graphed until the first reset (a
     reset draws from the task's generator, whose offsets differ inside a graph), the two graphed
     envs at every step; and every replay draws new start states (a draw frozen at capture would
-    give every episode the same start). Without the physics nothing falls or flies, so it is
-    exact where MuJoCo Warp's contact order (atomic adds on CUDA) would not be."""
+    give every episode the same start). Without the physics nothing falls or flies, and no
+    contact order (MuJoCo Warp's atomic adds on CUDA) blurs the comparison."""
     envs = graph_trio(task, 16, episodeLength=6)
     for env in envs:
         env.engine.simulate = lambda steps: None
