@@ -58,8 +58,9 @@ def measure(task, num_envs, device, engine, cfg, iterations, seconds, cuda_graph
                           physics_engine=engine, cudaGraph=cuda_graph)
     env.reset()
     acts, torques = random_inputs(env, device)
-    r_raw, r_task = rates({"raw": engine_step(env, torques), "task": lambda: env.step(acts)},
-                          E, device, seconds).values()  # timed in turn (sim_throughput.rates)
+    r = rates({"raw": engine_step(env, torques), "task": lambda: env.step(acts)}, E, device,
+              seconds)  # timed in turn (sim_throughput.rates)
+    r_raw, r_task = r["raw"], r["task"]
 
     runner = build_runner(cfg, env)
     steps = runner.collect()                                     # warm-up: first captures, allocations
