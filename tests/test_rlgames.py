@@ -394,10 +394,15 @@ def test_an_epoch_cut_short_by_ctrl_c_is_not_counted(tmp_path):
 
 
 def test_ppo_learns_ball_push(tmp_path):
-    """200 epochs of 64 worlds x 16 steps (205k env steps, ~25 s): the greedy PPO team clearly
-    beats a random team on a separate eval env (128 episodes each). Measured here (seed 0): greedy
-    success 0.43, return 12.4; random 0.00, -1.70 (bench/results/compare_qmix_ppo.md has 3 seeds
-    at 400k). The bar, 0.15, leaves room for another machine's floating-point path."""
+    """The shipped config's 400 epochs of 64 worlds x 16 steps (410k env steps, ~50 s): the greedy
+    PPO team clearly beats a random team on a separate eval env (128 episodes each; random: success
+    0.000, return -1.70). Greedy success, seeds 0-3 (2026-12-07): 0.62 / 0.46 / 0.56 / 0.52 with
+    MuJoCo 3.17, 0.48 / 0.63 / 0.87 / 0.76 with MuJoCo 4.0.1, returns 12.1-20.6. The two MuJoCos
+    agree to 1e-10 over 600 steps; learning turns that into a different run. At 200 epochs, the
+    budget until then, the same runs gave 0.43 / 0.03 / 0.57 / 0.48 and 0.12 / 0.11 / 0.16 / 0.33:
+    seed 0 passed its 0.15 bar on one float path and failed on the other. The bars (0.25, +6 return)
+    sit well under every run at 400 and over a random team or an idle one (always "stay": success
+    0.000, return 0.0)."""
     from qmix_isaac.rlgames.observer import EpisodeObserver
     from qmix_isaac.rlgames.runner import RLGamesRunner
     from qmix_isaac.runner import evaluate
@@ -411,16 +416,16 @@ def test_ppo_learns_ball_push(tmp_path):
         def log(self, env_steps, scalars):
             pass
 
-    observer = EpisodeObserver(NoLogger(), log_interval=10 ** 12, max_epochs=200, save=lambda *a: None,
+    observer = EpisodeObserver(NoLogger(), log_interval=10 ** 12, max_epochs=400, save=lambda *a: None,
                                quiet=True)
-    runner.run(observer, run_dir=str(tmp_path / "run"), max_epochs=200, seed=0)
-    assert observer.env_steps == 200 * 16 * 64
+    runner.run(observer, run_dir=str(tmp_path / "run"), max_epochs=400, seed=0)
+    assert observer.env_steps == 400 * 16 * 64
     greedy = evaluate(runner.agent, eval_env, 128)
     random_team = evaluate(RandomTeam(env.num_agents, env.num_actions), eval_env, 128)
     print("greedy PPO: success %.3f return %.2f | random: success %.3f return %.2f"
           % (greedy["success"], greedy["return"], random_team["success"], random_team["return"]))
-    assert greedy["success"] >= 0.15 and greedy["success"] >= random_team["success"] + 0.1
-    assert greedy["return"] >= random_team["return"] + 5.0
+    assert greedy["success"] >= 0.25 and greedy["success"] >= random_team["success"] + 0.2
+    assert greedy["return"] >= random_team["return"] + 6.0
 
 
 def test_player_deterministic_false_samples_and_true_plays_the_argmax():
