@@ -22,11 +22,11 @@ sysdeps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
 	  else echo "note: missing system packages:$$need (video/viewer tests need them)"; fi; fi
 
-.venv/.installed: setup.py
+.venv/.installed: setup.py constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"  # the tested engine stack
 	touch $@
 
 test: .venv/.installed sysdeps

@@ -7,7 +7,7 @@
 # then call 1 with carry [".whl/a"]: `cp .whl/a/* /tmp/ && bash bench/gpu_suite.sh learner`, call 2 at
 # once with carry [".whl/b"]:
 # `. bench/gpu_setup.sh && bash bench/gpu_suite.sh quick`.
-# Versions are this repo's .venv's (mujoco / mujoco-warp / newton / warp-lang must agree).
+# Versions: constraints.txt's engine stack (what `make setup` installs), the rest pinned here.
 # PYVER (default 3.12, the lent machines' python3) and WHL (default .whl) serve a dry run of the
 # recipe on this machine: PYVER=3.11 WHL=/tmp/whl311 bash bench/gpu_wheels.sh (bench/gpu_dry_run.sh).
 set -euo pipefail
@@ -20,8 +20,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pip download -q --no-deps --only-binary=:all: --python-version "$pyver" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$tmp/w" \
-    mujoco==3.17.0 mujoco-warp==3.17.0 newton==1.8.0 warp-lang==1.19.0 hydra-core==1.3.8 \
-    omegaconf==2.3.1 glfw==2.11.0 pyopengl==3.1.10 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 \
+    $(grep -E '^[a-z-]+==' constraints.txt) glfw==2.11.0 pyopengl==3.1.10 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 \
     packaging pygments
 pip download -q --no-deps --no-binary=:all: -d "$tmp/w" antlr4-python3-runtime==4.9.3
 mkdir -p "$tmp/warp"
