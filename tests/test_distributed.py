@@ -87,8 +87,12 @@ def test_gradients_and_statistics_are_averaged_over_ranks():
 def torchrun(args, *, timeout=300, **kw):
     cmd = [TORCHRUN, "--nproc_per_node=2", "--master_port=%d" % free_port(),
            os.path.join(ROOT, "train.py"), "multi_gpu=True"] + list(args)
+    # faulthandler: a rank that dies of a signal prints every thread's Python stack. CI saw rank 1
+    # abort once at the end of a finished run ("terminate called without an active exception",
+    # 2026-12-07), not reproduced in 58 runs since; the next one says where.
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kw)
+                            text=True, env=env, **kw)
 
 
 def finished(proc, timeout=300):
