@@ -109,7 +109,6 @@ def test_read_back_is_caught():
     assert {name for name, _ in mode.reads} == {"__bool__", "item"}
 
 
-
 def test_a_tensor_made_without_a_device_is_caught():
     """The check itself: factory calls without ``device=`` are named (on a GPU run they would
     make CPU tensors); ``*_like``, an explicit device and ``as_tensor`` of a tensor are fine."""
